@@ -1,0 +1,1 @@
+"""Simulation stand-in for the arm: one interface, MuJoCo and PyBullet backends."""
