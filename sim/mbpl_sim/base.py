@@ -1,0 +1,242 @@
+"""The simulator interface shared by the MuJoCo and PyBullet backends.
+
+Step order (one call of :meth:`ArmSim.step`): the commanded torque is checked, clamped to the URDF
+effort limits and held constant for ``n_steps`` physics steps of ``timestep`` seconds; in each
+physics step the engine adds gravity compensation (when enabled) and the URDF joint damping
+``-D qd``, then integrates with semi-implicit Euler (velocities first, positions with the new
+velocities). Both backends integrate damping explicitly, so one step's velocity change equals
+``timestep`` times the continuous-time acceleration of the rigid-body model.
+
+Gravity compensation (default on) mimics the torque interfaces of the Franka and KUKA arms: the
+commanded torque acts on top of the robot's own gravity compensation g(q), which is not clamped.
+
+Collisions: the arm collides with the table and the task objects, not with itself (as in PyBullet's
+default for URDF models; a real arm's controller guards self-collision).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from mbpl_sim.description import ArmDescription, check_vector
+from mbpl_sim.errors import SimError
+from mbpl_sim.tasks import Condition, TaskSpec
+
+DEFAULT_CAMERA_EYE = np.array([1.35, 0.55, 0.8])
+"""World position (3,) of the camera when the URDF has no camera frame, m."""
+DEFAULT_CAMERA_LOOK_AT = np.array([0.4, 0.0, 0.25])
+"""World point (3,) that the fallback camera looks at, m."""
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Settings shared by both backends.
+
+    Attributes:
+        timestep: physics step, s.
+        gravity_compensation: add g(q) to every commanded torque (see module docstring).
+        camera_frame: URDF link the image is rendered from, REP 103 optical convention (+z along
+            the optical axis, +x right, +y down). If the URDF has no such link, a fixed camera at
+            :data:`DEFAULT_CAMERA_EYE` looking at :data:`DEFAULT_CAMERA_LOOK_AT` is used.
+        camera_fovy_deg: vertical field of view, degrees.
+        camera_near, camera_far: clipping distances, m.
+        table: add a table top (a plane at z = 0) that the arm and the task objects rest on.
+    """
+
+    timestep: float = 0.001
+    gravity_compensation: bool = True
+    camera_frame: str = "camera_optical_frame"
+    camera_fovy_deg: float = 55.0
+    camera_near: float = 0.05
+    camera_far: float = 5.0
+    table: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 < self.timestep <= 0.01:
+            raise ValueError(f"timestep: expected 0 < timestep <= 0.01 s, found {self.timestep}")
+        if not 0 < self.camera_fovy_deg < 180:
+            raise ValueError(f"camera_fovy_deg: expected (0, 180), found {self.camera_fovy_deg}")
+        if not 0 < self.camera_near < self.camera_far:
+            raise ValueError("camera clipping: expected 0 < near < far, found "
+                             f"{self.camera_near}, {self.camera_far}")
+
+
+def look_at_rotation(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Rotation (3, 3) of an optical frame at ``eye`` looking at ``target`` (+z forward, +y down,
+    +x right; the image's up is the world's +z as far as possible)."""
+    forward = np.asarray(target, dtype=float) - np.asarray(eye, dtype=float)
+    forward /= np.linalg.norm(forward)
+    right = np.cross(forward, [0.0, 0.0, 1.0])
+    if np.linalg.norm(right) < 1e-9:
+        right = np.array([1.0, 0.0, 0.0])
+    right /= np.linalg.norm(right)
+    down = np.cross(forward, right)
+    return np.column_stack([right, down, forward])
+
+
+class ArmSim(ABC):
+    """A simulated torque-controlled serial arm with a task scene and a camera.
+
+    Joint vectors have shape (n,) in ``description.joint_names`` order; units SI (rad, rad/s,
+    N m, m, s). The simulator starts at the zero configuration (clipped to the limits) with the
+    task objects at the centre of the task's target box until :meth:`reset` is called.
+    """
+
+    def __init__(self, description: ArmDescription, task: TaskSpec, config: SimConfig) -> None:
+        self.description = description
+        self.task = task
+        self.config = config
+        self._condition: Condition | None = None
+        self._steps = 0
+        self._closed = False
+
+    # ----------------------------------------------------------------------- public interface
+
+    @property
+    def timestep(self) -> float:
+        """Physics step, s."""
+        return self.config.timestep
+
+    @property
+    def sim_time(self) -> float:
+        """Simulated time since the last :meth:`reset`, s."""
+        return self._steps * self.config.timestep
+
+    @property
+    def condition(self) -> Condition | None:
+        """The condition of the last :meth:`reset`, or ``None`` before the first one."""
+        return self._condition
+
+    def reset(self, condition: Condition) -> None:
+        """Put the arm at ``condition.joint_positions`` at rest, place the target (reach) or the
+        block with its hole bottom (peg) at ``condition.target_position``, and zero ``sim_time``.
+
+        Raises:
+            ValueError: the configuration has the wrong size or lies outside the joint limits.
+        """
+        self._check_open()
+        q = self.description.check_positions(condition.joint_positions, "condition joint positions")
+        self._reset_engine()
+        self._place_target(np.asarray(condition.target_position, dtype=float))
+        self._set_state(q, np.zeros_like(q))
+        self._condition = condition
+        self._steps = 0
+
+    def set_state(self, q: np.ndarray, qd: np.ndarray) -> None:
+        """Overwrite joint positions and velocities (n,) without touching time or the task objects.
+
+        Raises:
+            ValueError: wrong size or non-finite values (the state is then unchanged).
+        """
+        self._check_open()
+        n = self.description.n_joints
+        q = check_vector(q, n, "joint positions")
+        qd = check_vector(qd, n, "joint velocities")
+        self._set_state(q, qd)
+
+    def step(self, torque: np.ndarray, n_steps: int = 1) -> np.ndarray:
+        """Apply ``torque`` (n,), N m, for ``n_steps`` physics steps and return the torque applied.
+
+        The torque is clamped to ±effort limits and held constant over the steps; gravity
+        compensation (if enabled) is added on top in every physics step.
+
+        Raises:
+            ValueError: wrong size, non-finite torque or ``n_steps`` < 1; the state is unchanged.
+        """
+        self._check_open()
+        torque = check_vector(torque, self.description.n_joints, "torque")
+        if int(n_steps) != n_steps or n_steps < 1:
+            raise ValueError(f"n_steps: expected an integer >= 1, found {n_steps}")
+        limit = self.description.effort_limits
+        applied = np.clip(torque, -limit, limit)
+        self._step(applied, int(n_steps))
+        self._steps += int(n_steps)
+        return applied
+
+    def ee_points_world(self) -> np.ndarray:
+        """World positions (P, 3) of the task's ee points, from the engine's own kinematics, m."""
+        self._check_open()
+        position, rotation = self._ee_pose()
+        return position + self.task.ee_points_local @ rotation.T
+
+    def render(self, width: int = 64, height: int = 64) -> np.ndarray:
+        """An RGB image (height, width, 3) uint8 from the camera frame.
+
+        Raises:
+            ValueError: width or height not a positive integer up to 1024.
+        """
+        self._check_open()
+        for name, value in (("width", width), ("height", height)):
+            if int(value) != value or not 1 <= value <= 1024:
+                raise ValueError(f"{name}: expected an integer in [1, 1024], found {value}")
+        image = self._render(int(width), int(height))
+        if image.shape != (height, width, 3) or image.dtype != np.uint8:
+            raise SimError(f"renderer returned {image.shape} {image.dtype}, expected "
+                           f"({height}, {width}, 3) uint8")
+        return image
+
+    def close(self) -> None:
+        """Release the engine; later calls raise :class:`SimError`. Safe to call twice."""
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    def __enter__(self) -> ArmSim:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    @abstractmethod
+    def joint_positions(self) -> np.ndarray:
+        """Joint positions q (n,), rad or m."""
+
+    @abstractmethod
+    def joint_velocities(self) -> np.ndarray:
+        """Joint velocities qd (n,), rad/s or m/s."""
+
+    @abstractmethod
+    def target_position(self) -> np.ndarray:
+        """World position (3,) of the task object as the engine has it: the reach target's centre
+        or the centre of the hole bottom, m."""
+
+    @abstractmethod
+    def n_contacts(self) -> int:
+        """Number of contact points between the arm and anything else at the current state."""
+
+    # ------------------------------------------------------------------ backend hooks (private)
+
+    @abstractmethod
+    def _reset_engine(self) -> None:
+        """Clear engine state (time, warm starts, contacts) before a reset."""
+
+    @abstractmethod
+    def _place_target(self, position: np.ndarray) -> None:
+        """Move the task object so that its reference point is at ``position`` (3,)."""
+
+    @abstractmethod
+    def _set_state(self, q: np.ndarray, qd: np.ndarray) -> None:
+        """Write validated q, qd (n,) into the engine and update its kinematics."""
+
+    @abstractmethod
+    def _step(self, torque: np.ndarray, n_steps: int) -> None:
+        """Advance ``n_steps`` physics steps with the validated, clamped ``torque`` (n,)."""
+
+    @abstractmethod
+    def _ee_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        """World position (3,) and rotation (3, 3) of the ee link frame."""
+
+    @abstractmethod
+    def _render(self, width: int, height: int) -> np.ndarray:
+        """RGB uint8 image (height, width, 3)."""
+
+    @abstractmethod
+    def _close(self) -> None:
+        """Free engine resources."""
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SimError(f"{type(self).__name__} is closed")

@@ -1,0 +1,281 @@
+"""Tasks (reach, peg insertion), their conditions and success measure, independent of the engine.
+
+Geometry is given in the world frame (z up, the arm's root link at the origin, the table top at
+z = 0). Both tasks track the same end-effector points: by default the origin of the ee link and a
+point 0.1 m back along its -z axis; with ``ee_link="peg_tip"`` on ``arm7.urdf`` these are the peg tip
+and a point on the peg axis. At the goal the ee z axis points straight down, so the second target
+point lies 0.1 m above the first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mbpl_ros.kinematics import ArmKinematics
+from mbpl_sim.description import ArmDescription
+from mbpl_sim.errors import TaskError
+
+TASK_NAMES = ("reach", "peg")
+
+DEFAULT_EE_POINTS_LOCAL = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, -0.1]])
+"""(P=2, 3) tracked points in the ee frame, m: the ee origin and a point 0.1 m back along -z."""
+
+TOOL_DOWN = np.diag([1.0, -1.0, -1.0])
+"""Goal orientation of the ee frame in the world: z axis pointing down (180 deg about x)."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One initial condition of a task.
+
+    Attributes:
+        joint_positions: initial joint positions q0 (n,), rad, in ArmDescription order.
+        target_position: world position (3,), m. Reach: the target point. Peg: the centre of the
+            bottom of the hole.
+    """
+
+    joint_positions: np.ndarray
+    target_position: np.ndarray
+
+    def __post_init__(self) -> None:
+        q = np.asarray(self.joint_positions, dtype=float)
+        target = np.asarray(self.target_position, dtype=float)
+        if q.ndim != 1 or not np.all(np.isfinite(q)):
+            raise TaskError(f"joint_positions: expected a finite vector (n,), found {q}")
+        if target.shape != (3,) or not np.all(np.isfinite(target)):
+            raise TaskError(f"target_position: expected a finite vector (3,), found {target}")
+        object.__setattr__(self, "joint_positions", q.copy())
+        object.__setattr__(self, "target_position", target.copy())
+
+
+@dataclass(frozen=True)
+class HoleGeometry:
+    """A block with a vertical blind square hole, built from five boxes (floor and four walls).
+
+    All lengths in m. The block stands on the table; its origin is the centre of the hole bottom.
+
+    Attributes:
+        peg_radius: radius of the peg the hole is made for.
+        clearance: gap between the peg and each wall when the peg is centred.
+        depth: from the hole bottom to the block top.
+        floor_thickness: material under the hole bottom (so the bottom is at table + this).
+        wall_thickness: thickness of each wall around the hole.
+    """
+
+    peg_radius: float = 0.012
+    clearance: float = 0.003
+    depth: float = 0.08
+    floor_thickness: float = 0.02
+    wall_thickness: float = 0.04
+
+    @property
+    def hole_half_width(self) -> float:
+        """Half the side of the square hole, m."""
+        return self.peg_radius + self.clearance
+
+    @property
+    def outer_half_width(self) -> float:
+        """Half the side of the block, m."""
+        return self.hole_half_width + self.wall_thickness
+
+    def boxes(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The block's boxes as (centre (3,), half sizes (3,)) relative to the hole-bottom centre."""
+        h, o, t = self.hole_half_width, self.outer_half_width, self.wall_thickness
+        floor = (np.array([0.0, 0.0, -self.floor_thickness / 2]),
+                 np.array([o, o, self.floor_thickness / 2]))
+        zc, zh = self.depth / 2, self.depth / 2
+        c = h + t / 2
+        walls = [
+            (np.array([c, 0.0, zc]), np.array([t / 2, o, zh])),  # +x wall, full width
+            (np.array([-c, 0.0, zc]), np.array([t / 2, o, zh])),  # -x wall, full width
+            (np.array([0.0, c, zc]), np.array([h, t / 2, zh])),  # +y wall, between x walls
+            (np.array([0.0, -c, zc]), np.array([h, t / 2, zh])),  # -y wall
+        ]
+        return [floor, *walls]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a task places in the world, what the cost tracks, and when a trial succeeds.
+
+    Attributes:
+        name: ``"reach"`` or ``"peg"``.
+        ee_points_local: (P, 3) points in the ee frame that the cost tracks, m.
+        target_low, target_high: (3,) box from which target positions are drawn, m.
+        success_tolerance: largest distance of the first ee point to the target for success, m.
+        target_radius: radius of the (visual only) reach target sphere, m.
+        hole: block geometry for the peg task, ``None`` for reach.
+        init_clearance: an initial configuration keeps every ee point at least this far above
+            the target and the first point at least this far from it, m.
+        ready_height: world z of the ee origin in the home pose (:func:`ready_configuration`), m.
+    """
+
+    name: str
+    ee_points_local: np.ndarray = field(default_factory=lambda: DEFAULT_EE_POINTS_LOCAL.copy())
+    target_low: np.ndarray = field(default_factory=lambda: np.array([0.35, -0.25, 0.05]))
+    target_high: np.ndarray = field(default_factory=lambda: np.array([0.6, 0.25, 0.3]))
+    success_tolerance: float = 0.03
+    target_radius: float = 0.02
+    hole: HoleGeometry | None = None
+    init_clearance: float = 0.15
+    ready_height: float = 0.45
+
+    def __post_init__(self) -> None:
+        if self.name not in TASK_NAMES:
+            raise TaskError(f"task name: expected one of {TASK_NAMES}, found {self.name!r}")
+        points = np.asarray(self.ee_points_local, dtype=float)
+        if points.ndim != 2 or points.shape[1] != 3 or points.shape[0] == 0:
+            raise TaskError(f"ee_points_local: expected shape (P, 3), found {points.shape}")
+        object.__setattr__(self, "ee_points_local", points.copy())
+        if (self.name == "peg") != (self.hole is not None):
+            raise TaskError(f"task {self.name!r}: a hole geometry is needed for 'peg' and only then")
+
+    @classmethod
+    def reach(cls, **overrides) -> TaskSpec:
+        """Reach a point in the air above the table with the tool pointing down."""
+        return cls(name="reach", **overrides)
+
+    @classmethod
+    def peg(cls, hole: HoleGeometry | None = None, **overrides) -> TaskSpec:
+        """Insert the peg into a hole of a block standing on the table at x 0.45-0.6, y -0.2-0.2."""
+        hole = hole or HoleGeometry()
+        z = hole.floor_thickness
+        defaults = {
+            "target_low": np.array([0.45, -0.2, z]),
+            "target_high": np.array([0.6, 0.2, z]),
+            "success_tolerance": 0.02,
+            "ready_height": 0.35,
+        }
+        defaults.update(overrides)
+        return cls(name="peg", hole=hole, **defaults)
+
+    @property
+    def n_points(self) -> int:
+        """Number of tracked points P."""
+        return self.ee_points_local.shape[0]
+
+    def target_points(self, condition: Condition) -> np.ndarray:
+        """World positions (P, 3) where the ee points should end: the ee frame at the target,
+        z axis down (peg: tip at the hole bottom, the second point straight above it)."""
+        return condition.target_position + self.ee_points_local @ TOOL_DOWN.T
+
+    def distance(self, ee_points_world: np.ndarray, condition: Condition) -> float:
+        """Distance (m) of the first ee point (peg tip) to the target (peg: the hole bottom)."""
+        points = np.asarray(ee_points_world, dtype=float)
+        if points.shape != self.ee_points_local.shape:
+            raise TaskError(f"ee_points_world: expected shape {self.ee_points_local.shape}, "
+                            f"found {points.shape}")
+        return float(np.linalg.norm(points[0] - condition.target_position))
+
+    def success(self, ee_points_world: np.ndarray, condition: Condition) -> bool:
+        """Whether :meth:`distance` is within ``success_tolerance``."""
+        return self.distance(ee_points_world, condition) <= self.success_tolerance
+
+
+def make_task(name: str, **overrides) -> TaskSpec:
+    """The task called ``name`` (one of :data:`TASK_NAMES`) with default geometry."""
+    if name == "reach":
+        return TaskSpec.reach(**overrides)
+    if name == "peg":
+        return TaskSpec.peg(**overrides)
+    raise TaskError(f"unknown task {name!r}; expected one of {TASK_NAMES}")
+
+
+def task_kinematics(task: TaskSpec, arm: ArmDescription) -> ArmKinematics:
+    """Pinocchio kinematics of ``arm`` tracking the task's ee points, in the arm's joint order."""
+    return ArmKinematics(arm.urdf_path, arm.ee_link, task.ee_points_local, arm.joint_names)
+
+
+def ready_configuration(task: TaskSpec, arm: ArmDescription) -> np.ndarray:
+    """A home configuration (n,): the ee origin at ``ready_height`` above the centre of the target
+    box with the tool pointing down, redundancy resolved towards the middle of the joint ranges.
+
+    Raises:
+        TaskError: the arm cannot reach the ready pose.
+    """
+    kin = task_kinematics(task, arm)
+    centre = (task.target_low + task.target_high) / 2
+    centre[2] = task.ready_height
+    seed = (arm.lower + arm.upper) / 2
+    result = kin.inverse_points(task.target_points(Condition(seed, centre)), seed,
+                                tolerance=1e-3, max_iterations=500)
+    if not result.converged:
+        raise TaskError(f"the arm cannot reach the ready pose {centre} with the tool down "
+                        f"(IK error {result.max_error:.3f} m)")
+    return result.q
+
+
+def goal_configuration(
+    task: TaskSpec, arm: ArmDescription, condition: Condition, q_seed: np.ndarray | None = None,
+    depth_offset: float = 0.0,
+) -> np.ndarray:
+    """Joint positions (n,) that put the ee points on the condition's target points.
+
+    Args:
+        depth_offset: shift of the goal along world z, m (e.g. 0.1 puts the peg tip 0.1 m above
+            the hole bottom).
+        q_seed: IK start; default the condition's initial configuration.
+
+    Raises:
+        TaskError: the goal is out of reach (IK does not converge to 1 mm).
+    """
+    kin = task_kinematics(task, arm)
+    seed = condition.joint_positions if q_seed is None else np.asarray(q_seed, dtype=float)
+    targets = task.target_points(condition) + np.array([0.0, 0.0, depth_offset])
+    result = kin.inverse_points(targets, seed, tolerance=1e-3, max_iterations=500)
+    if not result.converged:
+        raise TaskError(f"target {condition.target_position} + dz {depth_offset} out of reach: "
+                        f"IK error {result.max_error:.4f} m")
+    return result.q
+
+
+def make_conditions(
+    task: TaskSpec,
+    arm: ArmDescription,
+    n: int,
+    rng: np.random.Generator,
+    home: np.ndarray | None = None,
+    joint_spread: float = 0.2,
+    max_tries: int = 100,
+) -> list[Condition]:
+    """Draw ``n`` reproducible conditions: reachable targets and initial poses near ``home``.
+
+    Targets are drawn uniformly in [target_low, target_high] and kept only if the goal pose (ee
+    points on :meth:`TaskSpec.target_points`) is reachable within the joint limits (IK to 1 mm).
+    Initial configurations are ``home`` plus uniform noise of ±``joint_spread`` rad per joint,
+    clipped to the limits, kept only if every ee point stays ``init_clearance`` above the target
+    and the first ee point is at least ``init_clearance`` from it. Only ``rng`` draws randomness,
+    so one seed gives one list.
+
+    Args:
+        home: central initial configuration (n,); default :func:`ready_configuration`.
+
+    Raises:
+        TaskError: ``n`` < 1, or no valid condition found within ``max_tries`` draws.
+    """
+    if n < 1:
+        raise TaskError(f"n: expected at least 1 condition, found {n}")
+    kin = task_kinematics(task, arm)
+    home = ready_configuration(task, arm) if home is None else arm.check_positions(home, "home")
+    conditions = []
+    for index in range(n):
+        for _ in range(max_tries):
+            target = rng.uniform(task.target_low, task.target_high)
+            q0 = np.clip(home + rng.uniform(-joint_spread, joint_spread, arm.n_joints),
+                         arm.lower, arm.upper)
+            points = kin.ee_points(q0)
+            above = np.all(points[:, 2] >= target[2] + task.init_clearance)
+            far = np.linalg.norm(points[0] - target) >= task.init_clearance
+            if not (above and far):
+                continue
+            goal = kin.inverse_points(task.target_points(Condition(q0, target)), home,
+                                      tolerance=1e-3, max_iterations=300)
+            if goal.converged:
+                conditions.append(Condition(q0, target))
+                break
+        else:
+            raise TaskError(f"condition {index}: no reachable target / clear initial pose found "
+                            f"in {max_tries} draws; check target_low/high for this arm")
+    return conditions
