@@ -1,8 +1,117 @@
-"""The `mbpl` command line."""
+"""The `mbpl` command line: train, bench, demo, and the nodes.
 
+The CLI only parses; the work is done by plain functions that take config objects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
 import sys
+from datetime import datetime
+from pathlib import Path
+
+NODES = {
+    "sim_bridge": "mbpl_ros.nodes.sim_bridge",
+}
+BENCHES = {
+    "sim": "mbpl_ros.bench.sim",
+    "lqr": "mbpl_ros.bench.lqr",
+}
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", choices=["reach", "peg"], default="peg")
+    parser.add_argument("--backend", choices=["mujoco", "pybullet"], default="mujoco")
+    parser.add_argument("--algorithm", choices=["lqr-flm"], default="lqr-flm")
+    parser.add_argument("--graph", choices=["direct"], default="direct",
+                        help="direct: sample the simulator in-process")
+    parser.add_argument("--conditions", type=int, default=4, help="training conditions")
+    parser.add_argument("--samples", type=int, default=5, help="noisy trials per condition")
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--horizon", type=int, default=100, help="policy steps T")
+    parser.add_argument("--dt", type=float, default=0.05, help="policy step, s")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--urdf", type=Path, default=None, help="any serial-arm URDF")
+    parser.add_argument("--ee-link", default=None, help="end-effector link of --urdf")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="run directory (default runs/<timestamp>)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def default_run_dir() -> Path:
+    return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mbpl_ros.training import TrainConfig, train
+
+    config = TrainConfig.from_args(args)
+    summary = train(config)
+    print(f"wrote {config.out}/summary.json")
+    last = summary["iterations"][-1] if summary["iterations"] else None
+    if last is not None:
+        successes = sum(c["success"] for c in last["conditions"])
+        print(f"final mean cost {last['mean_cost']:.3f}, success {successes}/"
+              f"{len(last['conditions'])} conditions")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    module = importlib.import_module(BENCHES[args.name])
+    result = module.run(args.rest)
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    module = importlib.import_module(NODES[args.name])
+    module.main(args=[sys.argv[0], *args.rest])
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job: a peg-insertion training session on the simulated arm."""
+    out = args.out or default_run_dir()
+    argv = ["--task", "peg", "--backend", "mujoco", "--conditions", "4", "--samples", "5",
+            "--iterations", str(args.iterations), "--seed", "0", "--out", str(out)]
+    parser = argparse.ArgumentParser()
+    _add_train_arguments(parser)
+    return cmd_train(parser.parse_args(argv))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mbpl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train controllers on the simulated arm")
+    _add_train_arguments(train)
+    train.set_defaults(func=cmd_train)
+
+    bench = sub.add_parser("bench", help="print benchmark figures; the last line is JSON")
+    bench.add_argument("name", choices=sorted(BENCHES))
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="benchmark options")
+    bench.set_defaults(func=cmd_bench)
+
+    node = sub.add_parser("node", help="run one ROS 2 node (takes --ros-args)")
+    node.add_argument("name", choices=sorted(NODES))
+    node.add_argument("rest", nargs=argparse.REMAINDER)
+    node.set_defaults(func=cmd_node)
+
+    demo = sub.add_parser("demo", help="the main job: peg insertion on the simulated arm")
+    demo.add_argument("--out", type=Path, default=None)
+    demo.add_argument("--iterations", type=int, default=10)
+    demo.set_defaults(func=cmd_demo)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("mbpl: not yet", file=sys.stderr)
-    return 1
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

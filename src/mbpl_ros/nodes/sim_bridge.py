@@ -1,0 +1,292 @@
+"""sim_bridge: makes the MuJoCo or PyBullet arm look like a ros2_control-driven arm.
+
+Topics (relative, so a namespace puts one simulated arm per namespace):
+  in   effort_controller/commands  std_msgs/Float64MultiArray (forward_command_controller style)
+  out  joint_states                sensor_msgs/JointState
+  out  camera/image_raw            sensor_msgs/Image (rgb8)
+  out  /clock                      rosgraph_msgs/Clock (sim time)
+Services: ~/reset_to_condition, ~/pause (std_srvs/SetBool), ~/step.
+
+Two modes, one physics step order:
+  realtime  a thread steps the physics every 1 ms of wall clock on absolute deadlines and publishes
+            the joint state after every physics step; the latest valid command is held.
+  lockstep  each command received advances the physics by ``lockstep_steps`` physics steps (one
+            policy step) holding that command, then publishes the joint state once: as fast as the
+            consumer allows, on sim time, for CI and fast training.
+A command of the wrong length or with NaN/inf is rejected with a logged reason; the arm keeps the
+last valid command (zero torque before the first one).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from mbpl_interfaces.srv import ResetToCondition, StepSimulation
+from mbpl_sim import make_sim
+from mbpl_sim.tasks import Condition, make_conditions
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import SetBool
+
+from mbpl_ros.realtime import DeadlineLoop, LatestValue, try_realtime_priority
+
+MODES = ("realtime", "lockstep")
+
+
+class SimBridge(Node):
+    """The simulated arm behind a ros2_control-style effort interface."""
+
+    def __init__(self, **node_kwargs) -> None:
+        super().__init__("sim_bridge", **node_kwargs)
+        p = self._declare_parameters()
+        self.mode: str = p["mode"]
+        self.lockstep_steps: int = p["lockstep_steps"]
+        self.sim = make_sim(p["backend"], p["urdf"] or None, p["ee_link"] or None,
+                            task=p["task"])
+        arm = self.sim.description
+        self.joint_names: list[str] = list(arm.joint_names)
+        self.n_joints: int = arm.n_joints
+        self.conditions: list[Condition] = make_conditions(
+            self.sim.task, arm, p["conditions"], np.random.default_rng(p["seed"]))
+        rate = p["camera_rate_hz"]
+        self._camera_period_steps = round(1.0 / (rate * self.sim.timestep)) if rate > 0 else 0
+        self._image_size = (p["image_width"], p["image_height"])
+        self._clock_every = max(1, p["clock_every_steps"])
+
+        self._command: LatestValue[np.ndarray] = LatestValue()
+        self._sim_lock = threading.Lock()
+        self._paused = threading.Event()
+        self._stop = threading.Event()
+        self.rejected_commands = 0
+
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self._joint_pub = self.create_publisher(JointState, "joint_states", qos)
+        self._image_pub = self.create_publisher(Image, "camera/image_raw", 2)
+        self._clock_pub = self.create_publisher(Clock, "/clock", 10)
+        self.create_subscription(
+            Float64MultiArray, "effort_controller/commands", self._on_command, qos)
+        self.create_service(ResetToCondition, "~/reset_to_condition", self._on_reset)
+        self.create_service(SetBool, "~/pause", self._on_pause)
+        self.create_service(StepSimulation, "~/step", self._on_step)
+
+        self.sim.reset(self.conditions[0])
+        self._loop = DeadlineLoop(self.sim.timestep)
+        self._thread: threading.Thread | None = None
+        if self.mode == "realtime":
+            self._thread = threading.Thread(target=self._realtime_loop, name="physics", daemon=True)
+            self._thread.start()
+        self.get_logger().info(
+            f"{p['backend']} arm with {self.n_joints} joints {self.joint_names}, task {p['task']}, "
+            f"{len(self.conditions)} conditions, mode {self.mode}")
+
+    def _declare_parameters(self) -> dict:
+        specs = {
+            "backend": ("mujoco", "physics engine: mujoco or pybullet"),
+            "urdf": ("", "robot description file; empty: the project's 7-DoF arm"),
+            "ee_link": ("", "end-effector link; empty: the default arm's tool link"),
+            "task": ("reach", "task scene: reach or peg"),
+            "mode": ("realtime", "realtime (1 kHz wall clock) or lockstep (sim time)"),
+            "lockstep_steps": (50, "physics steps per command in lockstep mode (one policy step)"),
+            "conditions": (4, "number of conditions in the condition table"),
+            "seed": (0, "seed of the condition table"),
+            "camera_rate_hz": (0.0, "camera publishing rate in sim time, Hz; 0: no camera"),
+            "image_width": (64, "camera image width, px"),
+            "image_height": (64, "camera image height, px"),
+            "clock_every_steps": (10, "publish /clock every this many physics steps (realtime)"),
+        }
+        values = {}
+        for name, (default, description) in specs.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+            values[name] = self.get_parameter(name).value
+        if values["mode"] not in MODES:
+            raise ValueError(f"mode: expected one of {MODES}, found {values['mode']!r}")
+        if values["lockstep_steps"] < 1:
+            raise ValueError(f"lockstep_steps: expected >= 1, found {values['lockstep_steps']}")
+        if values["urdf"] and not Path(values["urdf"]).is_file():
+            raise FileNotFoundError(f"urdf: no such file {values['urdf']!r}")
+        return values
+
+    # ------------------------------------------------------------------------------ inputs
+
+    def _validate_command(self, msg: Float64MultiArray) -> np.ndarray | None:
+        """The effort vector, or None (logged, throttled per reason) if it must be rejected."""
+        effort = np.asarray(msg.data, dtype=float)
+        log = self.get_logger()
+        if effort.shape != (self.n_joints,):
+            self.rejected_commands += 1
+            log.warning(f"command rejected, holding the last valid one: expected "
+                        f"{self.n_joints} efforts, found {effort.size}", throttle_duration_sec=1.0)
+            return None
+        if not np.all(np.isfinite(effort)):
+            self.rejected_commands += 1
+            log.warning(f"command rejected, holding the last valid one: non-finite effort "
+                        f"{effort.tolist()}", throttle_duration_sec=1.0)
+            return None
+        return effort
+
+    def _on_command(self, msg: Float64MultiArray) -> None:
+        effort = self._validate_command(msg)
+        if effort is not None:
+            self._command.write(effort)
+        if self.mode == "lockstep" and not self._paused.is_set():
+            with self._sim_lock:
+                self._advance(self.lockstep_steps)
+                snapshot = self._snapshot()
+            self._publish_state(snapshot)
+
+    def _held_command(self) -> np.ndarray:
+        slot = self._command.read()
+        return np.zeros(self.n_joints) if slot is None else slot[1]
+
+    def _on_reset(self, request: ResetToCondition.Request, response: ResetToCondition.Response):
+        try:
+            condition = self._condition_from_request(request)
+            with self._sim_lock:
+                self.sim.reset(condition)
+                self._command.reset()
+        except (ValueError, IndexError) as error:
+            response.success = False
+            response.message = str(error)
+            self.get_logger().error(f"reset refused: {error}")
+            return response
+        self._publish_state()
+        response.success = True
+        response.message = f"reset to condition {request.condition}"
+        return response
+
+    def _condition_from_request(self, request: ResetToCondition.Request) -> Condition:
+        if len(request.joint_positions) == 0 and len(request.target_position) == 0:
+            if request.condition >= len(self.conditions):
+                raise IndexError(f"unknown condition {request.condition}: the table has "
+                                 f"{len(self.conditions)} (0..{len(self.conditions) - 1})")
+            return self.conditions[request.condition]
+        base = self.conditions[min(request.condition, len(self.conditions) - 1)]
+        q = np.asarray(request.joint_positions, dtype=float) if len(request.joint_positions) \
+            else base.joint_positions
+        target = np.asarray(request.target_position, dtype=float) if len(request.target_position) \
+            else base.target_position
+        return Condition(joint_positions=q, target_position=target)
+
+    def _on_pause(self, request: SetBool.Request, response: SetBool.Response):
+        if request.data:
+            self._paused.set()
+        else:
+            self._paused.clear()
+        response.success = True
+        response.message = "paused" if request.data else "running"
+        return response
+
+    def _on_step(self, request: StepSimulation.Request, response: StepSimulation.Response):
+        if request.steps < 1:
+            response.success = False
+            response.message = "steps: expected >= 1"
+            return response
+        with self._sim_lock:
+            self._advance(request.steps)
+            response.sim_time = self.sim.sim_time
+        self._publish_state()
+        response.success = True
+        return response
+
+    # ------------------------------------------------------------------------------ physics
+
+    def _advance(self, n_steps: int) -> None:
+        """Step the physics ``n_steps`` times with the held command; the caller holds the lock."""
+        self.sim.step(self._held_command(), n_steps)
+        if self._camera_period_steps:
+            steps_now = round(self.sim.sim_time / self.sim.timestep)
+            if steps_now // self._camera_period_steps != (steps_now - n_steps) // \
+                    self._camera_period_steps:
+                self._publish_image()
+
+    def _realtime_loop(self) -> None:
+        try_realtime_priority()
+
+        def tick(i: int) -> bool:
+            if self._paused.is_set():
+                return True
+            with self._sim_lock:
+                self._advance(1)
+                snapshot = self._snapshot()
+            self._publish_state(snapshot, with_clock=(i % self._clock_every == 0))
+            return True
+
+        self._loop.run(tick, self._stop)
+
+    # ------------------------------------------------------------------------------ outputs
+
+    def _sim_stamp(self):
+        seconds = self.sim.sim_time
+        clock = Clock()
+        clock.clock.sec = int(seconds)
+        clock.clock.nanosec = int(round((seconds - int(seconds)) * 1e9)) % 1_000_000_000
+        return clock
+
+    def _snapshot(self) -> tuple[Clock, list[float], list[float], list[float]]:
+        """Sim time, q, qd and held effort; the caller holds the lock (PyBullet is not
+        thread-safe)."""
+        return (self._sim_stamp(), self.sim.joint_positions().tolist(),
+                self.sim.joint_velocities().tolist(), self._held_command().tolist())
+
+    def _publish_state(self, snapshot=None, with_clock: bool = True) -> None:
+        if snapshot is None:
+            with self._sim_lock:
+                snapshot = self._snapshot()
+        clock, position, velocity, effort = snapshot
+        msg = JointState()
+        msg.header.stamp = clock.clock
+        msg.name = self.joint_names
+        msg.position = position
+        msg.velocity = velocity
+        msg.effort = effort
+        self._joint_pub.publish(msg)
+        if with_clock:
+            self._clock_pub.publish(clock)
+
+    def _publish_image(self) -> None:
+        width, height = self._image_size
+        pixels = self.sim.render(width, height)
+        msg = Image()
+        msg.header.stamp = self._sim_stamp().clock
+        msg.header.frame_id = "camera_optical_frame"
+        msg.height, msg.width = pixels.shape[:2]
+        msg.encoding = "rgb8"
+        msg.step = msg.width * 3
+        msg.data = pixels.tobytes()
+        self._image_pub.publish(msg)
+
+    def realtime_stats(self):
+        """Lateness of the physics loop (realtime mode)."""
+        return self._loop.stats()
+
+    def destroy_node(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        self.sim.close()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = SimBridge()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
