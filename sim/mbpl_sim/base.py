@@ -64,6 +64,24 @@ class SimConfig:
                              f"{self.camera_near}, {self.camera_far}")
 
 
+@dataclass(frozen=True)
+class EngineJoints:
+    """The actuated joints as the engine has loaded them, in ArmDescription order.
+
+    Attributes:
+        names: joint names (n,).
+        lower, upper: position limits (n,), rad or m.
+        effort: torque limits (n,), N m or N (MuJoCo: actuator ctrlrange; PyBullet: max force).
+        damping: viscous joint damping (n,), N m s/rad.
+    """
+
+    names: tuple[str, ...]
+    lower: np.ndarray
+    upper: np.ndarray
+    effort: np.ndarray
+    damping: np.ndarray
+
+
 def look_at_rotation(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Rotation (3, 3) of an optical frame at ``eye`` looking at ``target`` (+z forward, +y down,
     +x right; the image's up is the world's +z as far as possible)."""
@@ -202,6 +220,10 @@ class ArmSim(ABC):
     def target_position(self) -> np.ndarray:
         """World position (3,) of the task object as the engine has it: the reach target's centre
         or the centre of the hole bottom, m."""
+
+    @abstractmethod
+    def engine_joints(self) -> EngineJoints:
+        """Names, limits and damping of the actuated joints read back from the engine's model."""
 
     @abstractmethod
     def n_contacts(self) -> int:

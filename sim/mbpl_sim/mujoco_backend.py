@@ -32,6 +32,7 @@ from mbpl_sim.base import (  # noqa: E402
     DEFAULT_CAMERA_EYE,
     DEFAULT_CAMERA_LOOK_AT,
     ArmSim,
+    EngineJoints,
     SimConfig,
     look_at_rotation,
 )
@@ -130,6 +131,19 @@ class MujocoSim(ArmSim):
         self._check_open()
         self._refresh()
         return self._data.xpos[self._target_body].copy()
+
+    def engine_joints(self) -> EngineJoints:
+        self._check_open()
+        model = self._model
+        ids = [model.joint(name).id for name in self.description.joint_names]
+        ctrl = model.actuator_ctrlrange
+        return EngineJoints(
+            names=tuple(model.joint(i).name for i in ids),
+            lower=model.jnt_range[ids, 0].copy(),
+            upper=model.jnt_range[ids, 1].copy(),
+            effort=np.minimum(-ctrl[:, 0], ctrl[:, 1]),
+            damping=model.dof_damping[self._dadr].copy(),
+        )
 
     def n_contacts(self) -> int:
         self._check_open()
