@@ -2,9 +2,9 @@
 
 Geometry is given in the world frame (z up, the arm's root link at the origin, the table top at
 z = 0). Both tasks track the same end-effector points: by default the origin of the ee link and a
-point 0.1 m back along its -z axis; with ``ee_link="peg_tip"`` on ``arm7.urdf`` these are the peg tip
-and a point on the peg axis. At the goal the ee z axis points straight down, so the second target
-point lies 0.1 m above the first.
+point 0.1 m back along its -z axis; with ``ee_link="peg_tip"`` on ``arm7.urdf`` these are the peg
+tip and a point on the peg axis. At the goal the ee z axis points straight down, so the second
+target point lies 0.1 m above the first.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class HoleGeometry:
         return self.hole_half_width + self.wall_thickness
 
     def boxes(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The block's boxes as (centre (3,), half sizes (3,)) relative to the hole-bottom centre."""
+        """The block's boxes: (centre (3,), half sizes (3,)) relative to the hole-bottom centre."""
         h, o, t = self.hole_half_width, self.outer_half_width, self.wall_thickness
         floor = (np.array([0.0, 0.0, -self.floor_thickness / 2]),
                  np.array([o, o, self.floor_thickness / 2]))
@@ -130,7 +130,8 @@ class TaskSpec:
             raise TaskError(f"ee_points_local: expected shape (P, 3), found {points.shape}")
         object.__setattr__(self, "ee_points_local", points.copy())
         if (self.name == "peg") != (self.hole is not None):
-            raise TaskError(f"task {self.name!r}: a hole geometry is needed for 'peg' and only then")
+            raise TaskError(f"task {self.name!r}: expected a hole geometry for 'peg' and only "
+                            f"for it, found hole={self.hole}")
 
     @classmethod
     def reach(cls, **overrides) -> TaskSpec:

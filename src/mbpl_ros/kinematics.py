@@ -138,7 +138,8 @@ class ArmKinematics:
         model, data = self._model, self._data
         pin.computeJointJacobians(model, data, pq)
         pin.updateFramePlacements(model, data)
-        jac = pin.getFrameJacobian(model, data, self._frame_id, pin.LOCAL_WORLD_ALIGNED)[:, self._idx]
+        frame_jac = pin.getFrameJacobian(model, data, self._frame_id, pin.LOCAL_WORLD_ALIGNED)
+        jac = frame_jac[:, self._idx]
         offsets = self.ee_points_local @ data.oMf[self._frame_id].rotation.T  # (P, 3) world
         # v_point = v_origin + w x r = v_origin - [r]x w
         return jac[None, :3, :] - np.einsum("pij,jk->pik", _skew(offsets), jac[3:, :])
@@ -178,7 +179,9 @@ class ArmKinematics:
         q = q_ref.copy()
         eye_n = np.eye(self.n_joints)
         eye_m = np.eye(3 * self.n_points)
-        for iteration in range(1, max_iterations + 1):
+        iterations = 0
+        while iterations < max_iterations:
+            iterations += 1
             error = (targets - self.ee_points(q)).reshape(-1)
             jac = self.ee_jacobians(q).reshape(-1, self.n_joints)
             pinv = jac.T @ np.linalg.solve(jac @ jac.T + damping**2 * eye_m, eye_m)
@@ -189,7 +192,7 @@ class ArmKinematics:
             if moved < 1e-6 and np.abs(error).max() < tolerance:
                 break
         max_error = float(np.linalg.norm(targets - self.ee_points(q), axis=1).max())
-        return IkResult(q, max_error, max_error < tolerance, iteration)
+        return IkResult(q, max_error, max_error < tolerance, iterations)
 
     # ------------------------------------------------------------------------------- dynamics
 
@@ -211,7 +214,7 @@ class ArmKinematics:
         tau: np.ndarray,
         damping: np.ndarray | float | None = None,
     ) -> np.ndarray:
-        """Joint accelerations qdd (n,) of M qdd + C qd + g = tau - D qd (articulated-body algorithm).
+        """Joint accelerations qdd (n,) of M qdd + C qd + g = tau - D qd (articulated bodies).
 
         Args:
             q, qd, tau: joint positions, velocities and torques (n,).
