@@ -12,9 +12,9 @@ INTERFACES := $(shell find ros2_ws/src -type f -not -path '*/__pycache__/*')
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml $(INTERFACES)
+$(STAMP): requirements.txt requirements-ros.txt pyproject.toml $(INTERFACES)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 \
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-ros.txt -r requirements.txt 2>&1 \
 		| { grep -v "is ignored: it is neither" || true; }; exit $${PIPESTATUS[0]}
 	@$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 \
 		| { grep -v "is ignored: it is neither" || true; }; exit $${PIPESTATUS[0]}
