@@ -5,7 +5,7 @@ Model construction and the settings that make it match MuJoCo and the rigid-body
     URDF_USE_IMPLICIT_CYLINDER. Without the first flag PyBullet recomputes inertia from the
     collision shapes (it diagonalises a URDF inertia tensor with products of inertia into
     principal axes: the same body); without the second it replaces cylinders by tessellated
-    convex hulls (MuJoCo keeps true cylinders), which jammed the peg on the hole's rim.
+    convex hulls (MuJoCo keeps true cylinders).
   * the default velocity motors are switched off (VELOCITY_CONTROL with force 0) and torques are
     applied with TORQUE_CONTROL before every physics step (PyBullet forgets them after a step).
   * linear and angular link damping set to 0 (PyBullet's default 0.04 is not in the URDF); the
