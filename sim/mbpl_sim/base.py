@@ -101,6 +101,9 @@ class ArmSim(ABC):
     Joint vectors have shape (n,) in ``description.joint_names`` order; units SI (rad, rad/s,
     N m, m, s). The simulator starts at the zero configuration (clipped to the limits) with the
     task objects at the centre of the task's target box until :meth:`reset` is called.
+
+    Not thread safe: call every method from one thread (MuJoCo's GL context belongs to the thread
+    that first renders).
     """
 
     def __init__(self, description: ArmDescription, task: TaskSpec, config: SimConfig) -> None:
@@ -165,11 +168,14 @@ class ArmSim(ABC):
             ValueError: wrong size, non-finite torque or ``n_steps`` < 1; the state is unchanged.
         """
         self._check_open()
-        torque = check_vector(torque, self.description.n_joints, "torque")
+        n = self.description.n_joints
+        torque = np.asarray(torque, dtype=float)
+        if torque.shape != (n,) or not np.isfinite(torque).all():
+            check_vector(torque, n, "torque")  # raises with the reason
         if int(n_steps) != n_steps or n_steps < 1:
             raise ValueError(f"n_steps: expected an integer >= 1, found {n_steps}")
         limit = self.description.effort_limits
-        applied = np.clip(torque, -limit, limit)
+        applied = np.minimum(np.maximum(torque, -limit), limit)  # a new array
         self._step(applied, int(n_steps))
         self._steps += int(n_steps)
         return applied

@@ -32,6 +32,9 @@ class ArmDescription:
         velocity_limits: velocity limits (n,), rad/s or m/s.
         effort_limits: effort limits (n,), N m or N; commanded torques are clamped to them.
         damping: viscous joint damping from ``<dynamics damping>`` (n,), N m s/rad or N s/m.
+        massless_links: links without ``<inertial>``; massless by the URDF convention (as in
+            pinocchio), so the backends zero the mass that MuJoCo (from geometry) and PyBullet
+            (1 kg) would otherwise give them.
     """
 
     urdf_path: Path
@@ -43,6 +46,7 @@ class ArmDescription:
     velocity_limits: np.ndarray
     effort_limits: np.ndarray
     damping: np.ndarray
+    massless_links: tuple[str, ...] = ()
 
     @property
     def n_joints(self) -> int:
@@ -123,6 +127,9 @@ class ArmDescription:
             velocity_limits=columns[2],
             effort_limits=columns[3],
             damping=columns[4],
+            massless_links=tuple(
+                link.get("name") for link in robot.findall("link") if link.find("inertial") is None
+            ),
         )
 
     def check_positions(self, q: np.ndarray, name: str = "joint positions") -> np.ndarray:

@@ -4,8 +4,10 @@ Model construction:
   * ``MjSpec.from_file`` on the URDF. MuJoCo resolves mesh files relative to the URDF's folder and
     reads STL/OBJ only (no ``package://`` URIs). A ``<mujoco><compiler .../></mujoco>`` block in the
     URDF is honoured; ``fusestatic`` is switched off here in any case so that fixed links (tool,
-    peg tip, camera frames) remain bodies. Without ``discardvisual="false"`` in that block MuJoCo
-    drops the URDF visuals and renders the collision geometry instead.
+    peg tip, camera frames) remain bodies, and ``inertiafromgeom`` is off so that a link without
+    ``<inertial>`` stays massless instead of getting the mass of its geoms. Without
+    ``discardvisual="false"`` in that block MuJoCo drops the URDF visuals and renders the
+    collision geometry instead.
   * one ``motor`` actuator per joint (gear 1, ctrlrange = ± URDF effort); the URDF effort also
     becomes MuJoCo's joint ``actfrcrange``.
   * gravity compensation as body ``gravcomp = 1`` on the arm's bodies (a passive force, outside the
@@ -59,6 +61,8 @@ class MujocoSim(ArmSim):
         super().__init__(description, task, config)
         spec = _load_spec(description)
         spec.compiler.fusestatic = False
+        # A link without <inertial> is massless (URDF), not a solid of its geoms' volume.
+        spec.compiler.inertiafromgeom = mujoco.mjtInertiaFromGeom.mjINERTIAFROMGEOM_FALSE
         spec.option.timestep = config.timestep
         spec.option.integrator = mujoco.mjtIntegrator.mjINT_EULER
         spec.option.disableflags |= int(mujoco.mjtDisableBit.mjDSBL_EULERDAMP)

@@ -8,6 +8,7 @@ Model construction and the settings that make it match MuJoCo and the rigid-body
     convex hulls (MuJoCo keeps true cylinders).
   * the default velocity motors are switched off (VELOCITY_CONTROL with force 0) and torques are
     applied with TORQUE_CONTROL before every physics step (PyBullet forgets them after a step).
+  * links without ``<inertial>`` get mass 0 (PyBullet gives them 1 kg and unit inertia).
   * linear and angular link damping set to 0 (PyBullet's default 0.04 is not in the URDF); the
     URDF ``<dynamics damping>`` is applied by PyBullet as an explicit joint torque -D qd.
   * gravity compensation: g(q) from PyBullet's own inverse dynamics (zero velocity and
@@ -84,6 +85,10 @@ class PybulletSim(ArmSim):
                                          forces=[0.0] * len(self._joints))
         for link in range(-1, client.getNumJoints(robot)):
             client.changeDynamics(robot, link, linearDamping=0.0, angularDamping=0.0)
+        for name in description.massless_links:
+            if name in link_index:  # PyBullet gave it 1 kg and unit inertia
+                client.changeDynamics(robot, link_index[name], mass=0.0,
+                                      localInertiaDiagonal=[0.0, 0.0, 0.0])
         self._zeros = [0.0] * len(self._joints)
         if config.table:
             half = [1.5, 1.5, 0.01]
