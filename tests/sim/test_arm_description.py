@@ -19,6 +19,7 @@ def test_arm7_description(arm7_urdf):
     np.testing.assert_array_equal(arm.damping, [0.5, 0.5, 0.5, 0.5, 0.2, 0.2, 0.1])
     assert np.all(arm.lower < 0) and np.all(arm.upper > 0)
     assert np.all(arm.velocity_limits > 1.0)
+    assert arm.massless_links == ()  # frames carry explicit zero-mass inertials
 
 
 def test_chain_order_not_declaration_order(arm3_urdf):
@@ -27,6 +28,7 @@ def test_chain_order_not_declaration_order(arm3_urdf):
     assert arm.joint_names == ("yaw", "shoulder", "elbow")
     kin = ArmKinematics(arm3_urdf, "hand", np.zeros((1, 3)))
     assert kin.joint_names == arm.joint_names
+    assert arm.massless_links == ("hand",)
     np.testing.assert_array_equal(kin.lower, arm.lower)
     np.testing.assert_array_equal(kin.damping, arm.damping)
 
