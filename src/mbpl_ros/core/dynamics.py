@@ -1,0 +1,158 @@
+"""Time-varying linear-Gaussian dynamics fitted by regression with a NIW prior.
+
+For every step t the joint Gaussian of y = [x_t; u_t; x_{t+1}] is estimated from the N samples of
+the current iteration (maximum a posteriori under the prior of :mod:`.prior`, when given), and
+conditioned on (x_t, u_t):  x_{t+1} ~ N(Fm_t [x_t; u_t] + fv_t, covar_t). All steps are solved
+together as stacked linear algebra.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import NotEnoughSamplesError, ShapeError
+from .prior import DynamicsPriorGMM, NIWPrior, transition_points
+from .samples import SampleBatch
+
+
+class UnderdeterminedFitWarning(UserWarning):
+    """A dynamics regression had fewer samples than unknowns and no prior to fill the gap."""
+
+
+@dataclass(frozen=True)
+class LinearGaussianDynamics:
+    """x_{t+1} ~ N(Fm_t [x_t; u_t] + fv_t, covar_t) for t = 0..T-2, and x_0 ~ N(x0_mean, x0_covar).
+
+    T-1 transitions: transition t maps step t to step t+1 of a horizon-T trajectory.
+    """
+
+    Fm: np.ndarray
+    """(T-1, dX, dX + dU) linear part."""
+    fv: np.ndarray
+    """(T-1, dX) offset."""
+    covar: np.ndarray
+    """(T-1, dX, dX) noise covariance."""
+    x0_mean: np.ndarray
+    """(dX,) initial state mean."""
+    x0_covar: np.ndarray
+    """(dX, dX) initial state covariance."""
+
+    def __post_init__(self) -> None:
+        Fm = np.asarray(self.Fm, dtype=float)
+        if Fm.ndim != 3 or Fm.shape[2] <= Fm.shape[1]:
+            raise ShapeError.expected("LinearGaussianDynamics.Fm", "(T-1, dX, dX + dU)", Fm.shape)
+        n, dX, _ = Fm.shape
+        expected = {
+            "fv": (n, dX),
+            "covar": (n, dX, dX),
+            "x0_mean": (dX,),
+            "x0_covar": (dX, dX),
+        }
+        object.__setattr__(self, "Fm", Fm)
+        for name, shape in expected.items():
+            value = np.asarray(getattr(self, name), dtype=float)
+            if value.shape != shape:
+                raise ShapeError.expected(f"LinearGaussianDynamics.{name}", str(shape), value.shape)
+            object.__setattr__(self, name, value)
+
+    @property
+    def T(self) -> int:
+        """Horizon of the trajectories these dynamics describe (transitions + 1)."""
+        return self.Fm.shape[0] + 1
+
+    @property
+    def dX(self) -> int:
+        """State dimension."""
+        return self.Fm.shape[1]
+
+    @property
+    def dU(self) -> int:
+        """Action dimension."""
+        return self.Fm.shape[2] - self.Fm.shape[1]
+
+    def step(
+        self, t: int, x: np.ndarray, u: np.ndarray, rng: np.random.Generator | None = None
+    ) -> np.ndarray:
+        """x_{t+1} given x_t, u_t: the mean, or a sample when ``rng`` is given."""
+        mean = self.Fm[t] @ np.concatenate([x, u]) + self.fv[t]
+        if rng is None:
+            return mean
+        return rng.multivariate_normal(mean, self.covar[t])
+
+
+def fit_dynamics(
+    batch: SampleBatch,
+    prior: DynamicsPriorGMM | None = None,
+    regularization: float = 1e-6,
+    initial_state_var: float = 1e-6,
+) -> LinearGaussianDynamics:
+    """Fit per-step linear-Gaussian dynamics to N trajectories of one condition.
+
+    The joint covariance of [x_t; u_t; x_{t+1}] at each step is the empirical one (N samples)
+    combined with the prior's NIW (MAP estimate); ``regularization`` is added to its (x, u) block
+    before conditioning. Without a prior, N <= dX + dU leaves the regression underdetermined: it
+    then rests on the regularisation alone and an :class:`UnderdeterminedFitWarning` is issued.
+
+    The initial state distribution is the sample mean and the diagonal of the sample variances,
+    floored at ``initial_state_var``.
+
+    Args:
+        batch: N >= 2 trajectories, X (N, T, dX), U (N, T, dU).
+        prior: fitted GMM prior, or None for plain (regularised) least squares.
+        regularization: ridge on the (x, u) block of the joint covariance.
+        initial_state_var: lower bound of the initial-state variances.
+    """
+    N, dX, dU = batch.N, batch.dX, batch.dU
+    if N < 2:
+        raise NotEnoughSamplesError(
+            f"fit_dynamics: expected at least 2 samples per condition, found {N}"
+        )
+    dXU = dX + dU
+    Y = np.swapaxes(transition_points(batch.X, batch.U), 0, 1)  # (T-1, N, D)
+    mean = Y.mean(axis=1)
+    diff = Y - mean[:, None, :]
+    sigma = np.swapaxes(diff, -1, -2) @ diff / N
+    if prior is not None:
+        niw: NIWPrior = prior.eval(Y)
+        d = mean - niw.mu0
+        m, n0 = niw.m[:, None, None], niw.n0[:, None, None]
+        sigma = (N * sigma + niw.Phi + (N * m / (N + m)) * d[:, :, None] * d[:, None, :]) / (
+            N + n0
+        )
+    elif N <= dXU:
+        warnings.warn(
+            f"fit_dynamics: {N} samples for {dXU} regressors and no prior; the fit rests on "
+            f"the regularisation {regularization:g}",
+            UnderdeterminedFitWarning,
+            stacklevel=2,
+        )
+    sigma = 0.5 * (sigma + np.swapaxes(sigma, -1, -2))
+    sigma[:, :dXU, :dXU] += regularization * np.eye(dXU)
+    Fm = _solve_regression(sigma[:, :dXU, :dXU], sigma[:, :dXU, dXU:], regularization)
+    Fm = np.swapaxes(Fm, -1, -2)
+    fv = mean[:, dXU:] - (Fm @ mean[:, :dXU, None])[..., 0]
+    covar = sigma[:, dXU:, dXU:] - Fm @ sigma[:, :dXU, :dXU] @ np.swapaxes(Fm, -1, -2)
+    covar = 0.5 * (covar + np.swapaxes(covar, -1, -2))
+    x0 = batch.X[:, 0]
+    x0_covar = np.diag(np.maximum(x0.var(axis=0), initial_state_var))
+    return LinearGaussianDynamics(Fm, fv, covar, x0.mean(axis=0), x0_covar)
+
+
+def _solve_regression(A: np.ndarray, B: np.ndarray, regularization: float) -> np.ndarray:
+    """Solve the stacked normal equations A X = B, adding a ridge if A is singular."""
+    try:
+        return np.linalg.solve(A, B)
+    except np.linalg.LinAlgError:
+        ridge = max(regularization, 1e-12) * 10
+        n = A.shape[-1]
+        scale = np.trace(A, axis1=-2, axis2=-1)[:, None, None] / n + 1.0
+        warnings.warn(
+            "fit_dynamics: singular regression, retrying with a larger ridge "
+            f"({ridge:g} relative); check for constant or duplicated state entries",
+            UnderdeterminedFitWarning,
+            stacklevel=3,
+        )
+        return np.linalg.solve(A + ridge * scale * np.eye(n), B)
