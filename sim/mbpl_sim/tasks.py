@@ -65,7 +65,7 @@ class HoleGeometry:
     """
 
     peg_radius: float = 0.012
-    clearance: float = 0.003
+    clearance: float = 0.006
     depth: float = 0.08
     floor_thickness: float = 0.02
     wall_thickness: float = 0.04

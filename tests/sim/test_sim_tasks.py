@@ -49,7 +49,8 @@ def test_peg_targets_are_hole_bottoms_in_the_workspace(arm):
     hole = task.hole
     assert task.target_low[2] == task.target_high[2] == hole.floor_thickness
     assert 0.45 <= task.target_low[0] and task.target_high[0] <= 0.6
-    assert hole.hole_half_width - hole.peg_radius == pytest.approx(0.003)
+    assert hole.hole_half_width - hole.peg_radius == pytest.approx(hole.clearance)
+    assert 0.002 <= hole.clearance <= 0.01
     assert 0.08 <= hole.depth <= 0.1
     boxes = hole.boxes()
     # The four walls leave exactly the square hole free around the axis, from z = 0 to the top.

@@ -13,7 +13,7 @@ from mbpl_ros.core.lqr_flm import LQRFLMConfig
 class InitialControllerConfig:
     """The LQR controller that holds x0 on a guessed double-integrator model (gps defaults)."""
 
-    init_var: float = 0.1
+    init_var: float = 1.0
     """Action noise variance, (N m)^2, of the first iteration's exploration."""
     stiffness: float = 1.0
     """Weight on the joint position error of the hold-x0 LQR."""
