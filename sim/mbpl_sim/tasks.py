@@ -38,10 +38,19 @@ class Condition:
 
     joint_positions: np.ndarray
     target_position: np.ndarray
+    target_points: np.ndarray | None = None
+    """Optional (P, 3) goal of every ee point, m; None: derived from ``target_position`` with
+    the tool pointing down (:meth:`TaskSpec.target_points`). Set for arms that cannot orient
+    their tool freely, from the forward kinematics of a goal configuration."""
 
     def __post_init__(self) -> None:
         q = np.asarray(self.joint_positions, dtype=float)
         target = np.asarray(self.target_position, dtype=float)
+        if self.target_points is not None:
+            points = np.asarray(self.target_points, dtype=float)
+            if points.ndim != 2 or points.shape[1] != 3 or not np.all(np.isfinite(points)):
+                raise TaskError(f"target_points: expected finite (P, 3), found {points.shape}")
+            object.__setattr__(self, "target_points", points.copy())
         if q.ndim != 1 or not np.all(np.isfinite(q)):
             raise TaskError(f"joint_positions: expected a finite vector (n,), found {q}")
         if target.shape != (3,) or not np.all(np.isfinite(target)):
@@ -158,8 +167,15 @@ class TaskSpec:
         return self.ee_points_local.shape[0]
 
     def target_points(self, condition: Condition) -> np.ndarray:
-        """World positions (P, 3) where the ee points should end: the ee frame at the target,
-        z axis down (peg: tip at the hole bottom, the second point straight above it)."""
+        """World positions (P, 3) where the ee points should end: the condition's explicit
+        ``target_points`` if set, else the ee frame at the target with its z axis down (peg: tip at
+        the hole bottom, the second point straight above it)."""
+        if condition.target_points is not None:
+            if condition.target_points.shape != self.ee_points_local.shape:
+                raise TaskError(f"condition target_points: expected shape "
+                                f"{self.ee_points_local.shape}, found "
+                                f"{condition.target_points.shape}")
+            return condition.target_points.copy()
         return condition.target_position + self.ee_points_local @ TOOL_DOWN.T
 
     def distance(self, ee_points_world: np.ndarray, condition: Condition) -> float:
@@ -279,4 +295,46 @@ def make_conditions(
         else:
             raise TaskError(f"condition {index}: no reachable target / clear initial pose found "
                             f"in {max_tries} draws; check target_low/high for this arm")
+    return conditions
+
+
+def make_fk_conditions(
+    task: TaskSpec,
+    arm: ArmDescription,
+    n: int,
+    rng: np.random.Generator,
+    joint_spread: float = 0.3,
+    goal_spread: float = 0.6,
+    min_distance: float = 0.1,
+    max_tries: int = 200,
+) -> list[Condition]:
+    """Reach conditions for any serial arm: goals from the forward kinematics of random
+    configurations, so every target is reachable with an orientation the arm can take.
+
+    Home is the middle of the joint ranges. Each condition draws an initial configuration
+    home ± ``joint_spread`` and a goal configuration home ± ``goal_spread`` (rad), and keeps the
+    pair if the first ee point has to move at least ``min_distance`` (m). The target points are
+    the ee points at the goal configuration. Only ``rng`` draws randomness.
+
+    Raises:
+        TaskError: ``n`` < 1, or no pair found within ``max_tries`` draws.
+    """
+    if n < 1:
+        raise TaskError(f"n: expected at least 1 condition, found {n}")
+    kin = task_kinematics(task, arm)
+    home = (arm.lower + arm.upper) / 2
+    conditions = []
+    for index in range(n):
+        for _ in range(max_tries):
+            q0 = np.clip(home + rng.uniform(-joint_spread, joint_spread, arm.n_joints),
+                         arm.lower, arm.upper)
+            q_goal = np.clip(home + rng.uniform(-goal_spread, goal_spread, arm.n_joints),
+                             arm.lower, arm.upper)
+            goal_points = kin.ee_points(q_goal)
+            if np.linalg.norm(kin.ee_points(q0)[0] - goal_points[0]) >= min_distance:
+                conditions.append(Condition(q0, goal_points[0], goal_points))
+                break
+        else:
+            raise TaskError(f"condition {index}: no initial/goal pair {min_distance} m apart in "
+                            f"{max_tries} draws")
     return conditions

@@ -23,7 +23,7 @@ from mbpl_ros.training.config import TrainConfig
 from mbpl_ros.training.report import write_plots
 from mbpl_sim import make_sim
 from mbpl_sim.base import ArmSim
-from mbpl_sim.tasks import Condition, make_conditions, task_kinematics
+from mbpl_sim.tasks import Condition, make_conditions, make_fk_conditions, task_kinematics
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,15 @@ def run_trial(sim: ArmSim, builder: ArmStateBuilder, condition: Condition,
                  sim.task.success(ee_points, condition))
 
 
+def condition_table(config: TrainConfig, sim: ArmSim,
+                    rng: np.random.Generator) -> list[Condition]:
+    """The project's arm draws targets from the task's workspace box with the tool pointing down;
+    any other URDF reaches goals taken from its own forward kinematics (always reachable)."""
+    if config.urdf is not None and config.task == "reach":
+        return make_fk_conditions(sim.task, sim.description, config.conditions, rng)
+    return make_conditions(sim.task, sim.description, config.conditions, rng)
+
+
 def initial_controllers(config: TrainConfig, builder: ArmStateBuilder, sim: ArmSim,
                         conditions: list[Condition]) -> list[LinearGaussianController]:
     """Hold-x0 LQR per condition on a double-integrator guess with the arm's own inertia."""
@@ -82,7 +91,7 @@ def train(config: TrainConfig) -> dict:
     sim = make_sim(config.backend, config.urdf, config.ee_link, task=config.task)
     try:
         arm, task = sim.description, sim.task
-        conditions = make_conditions(task, arm, config.conditions, rng)
+        conditions = condition_table(config, sim, rng)
         builder = ArmStateBuilder(task_kinematics(task, arm))
         layout = builder.layout
         cost = peg_cost(layout) if config.task == "peg" else reach_cost(layout)
