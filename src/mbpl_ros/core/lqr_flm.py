@@ -75,8 +75,6 @@ class LQRFLMConfig:
     """Dual gradient descent settings."""
     blas_threads: int | None = 1
     """BLAS threads during an iteration (small matrices run faster on one); None leaves it."""
-    seed: int = 0
-    """Seeds the GMM initialisation."""
 
     def __post_init__(self) -> None:
         if self.kl_step <= 0 or not 0 < self.min_step_mult <= self.max_step_mult:
@@ -205,7 +203,7 @@ class LQRFLM:
         self._iteration = 0
         self._previous: _Previous | None = None
         self._dynamics: list[LinearGaussianDynamics] | None = None
-        self.prior = DynamicsPriorGMM(config.prior, seed=config.seed)
+        self.prior = DynamicsPriorGMM(config.prior)
 
     @property
     def controllers(self) -> list[LinearGaussianController]:

@@ -12,9 +12,12 @@ condition starts with a useful prior, and one EM costs the same as M per-conditi
 times fewer clusters each. cbfinn/gps kept one prior per condition instead.
 
 EM is scikit-learn's :class:`~sklearn.mixture.GaussianMixture` (full covariances, warm-started
-across updates while the number of clusters is unchanged). Its stopping rule is an absolute change
-of the mean log-likelihood per point; it is set to ``em_relative_tol`` times the magnitude of the
-current log-likelihood, which is the relative rule |dll| < 1e-5 |ll| of the reference.
+across updates while the number of clusters is unchanged; a fresh mixture starts from contiguous
+stretches of time, see :func:`_segment_init`). Its stopping rule is an absolute change of the mean
+log-likelihood per point; it is set to ``em_relative_tol`` times the magnitude of the current
+log-likelihood, which is the relative rule |dll| < 1e-5 |ll| of the reference. Should EM fail on
+a collapsed component, it is restarted with ten times the covariance regularisation (a warning
+says so) rather than stopping a training session.
 """
 
 from __future__ import annotations
@@ -95,13 +98,12 @@ class DynamicsPriorGMM:
     :meth:`eval` on the points of the regression at hand.
     """
 
-    def __init__(self, config: PriorConfig | None = None, seed: int | None = None) -> None:
+    def __init__(self, config: PriorConfig | None = None) -> None:
         """Args:
         config: settings; the defaults of :class:`PriorConfig` if None.
-        seed: seeds the mixture initialisation (scikit-learn's k-means++).
         """
         self.config = config or PriorConfig()
-        self._seed = seed
+        self._reg = self.config.covariance_regularization
         self._kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._gmm: GaussianMixture | None = None
         self._second_moments: np.ndarray | None = None
@@ -118,6 +120,11 @@ class DynamicsPriorGMM:
     def fitted(self) -> bool:
         """Whether :meth:`update` has fitted a mixture."""
         return self._gmm is not None
+
+    @property
+    def mixture(self) -> GaussianMixture | None:
+        """The fitted scikit-learn mixture (None before the first update); do not modify it."""
+        return self._gmm
 
     @property
     def n_clusters(self) -> int:
@@ -148,14 +155,12 @@ class DynamicsPriorGMM:
                 f"DynamicsPriorGMM.update: expected one (T, dX, dU) for all conditions, "
                 f"found {sorted(dims)}"
             )
-        (_, dX, dU), = dims
-        data = np.concatenate(
-            [transition_points(X, U).reshape(-1, 2 * dX + dU) for X, U in self._kept.values()]
-        )
-        self._fit(data)
+        self._fit([transition_points(X, U) for X, U in self._kept.values()])
 
-    def _fit(self, data: np.ndarray) -> None:
+    def _fit(self, groups: list[np.ndarray]) -> None:
+        """EM on the transition points of all conditions; ``groups[m]`` is (n, T-1, D)."""
         cfg = self.config
+        data = np.concatenate([g.reshape(-1, g.shape[-1]) for g in groups])
         n_points = data.shape[0]
         n_clusters = int(np.clip(n_points // cfg.min_samples_per_cluster, 2, cfg.max_clusters))
         if n_points < 2 * n_clusters:
@@ -163,40 +168,28 @@ class DynamicsPriorGMM:
                 f"DynamicsPriorGMM: expected at least {2 * n_clusters} transition points, "
                 f"found {n_points}"
             )
-        history: list[float] = []
-        gmm = self._gmm
-        if gmm is None or gmm.n_components != n_clusters:
-            gmm = GaussianMixture(
-                n_components=n_clusters,
-                covariance_type="full",
-                reg_covar=cfg.covariance_regularization,
-                init_params="k-means++",
-                warm_start=True,
-                random_state=self._seed,
-            )
-            if self._initial is not None and self._initial[1].shape[0] == n_clusters:
-                weights, means, covariances = self._initial
-                gmm.set_params(
-                    weights_init=weights,
-                    means_init=means,
-                    precisions_init=np.linalg.inv(covariances),
+        reg = self._reg
+        for _attempt in range(6):
+            try:
+                gmm, history = self._em(groups, data, n_clusters, reg)
+                break
+            except ValueError as e:  # scikit-learn: a covariance collapsed or lost definiteness
+                if "covariance" not in str(e) and "positive-definite" not in str(e):
+                    raise
+                warnings.warn(
+                    f"DynamicsPriorGMM: EM failed with covariance regularisation {reg:g} "
+                    f"({n_points} points, {n_clusters} clusters); restarting with {10 * reg:g}",
+                    RuntimeWarning,
+                    stacklevel=3,
                 )
-            # A few iterations first give the scale of the log-likelihood for the relative stopping
-            # rule (the value at the initial guess can be off by orders of magnitude).
-            gmm.set_params(max_iter=min(3, cfg.max_em_iterations), tol=0.0)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                gmm.fit(data)
-            history.extend(gmm.lower_bounds_)
-        remaining = cfg.max_em_iterations - len(history)
-        if remaining > 0:
-            tol = cfg.em_relative_tol * max(abs(gmm.lower_bound_), 1e-12)
-            gmm.set_params(max_iter=remaining, tol=tol)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                gmm.fit(data)
-            history.extend(gmm.lower_bounds_)
+                self._gmm = None
+                self._initial = None
+                reg *= 10
+        else:
+            raise RuntimeError("DynamicsPriorGMM: EM failed even with covariance regularisation "
+                               f"{reg:g}; check the samples for constant or exploding entries")
         self._gmm = gmm
+        self._reg = reg
         self._initial = None
         self.em_iterations = len(history)
         self.n_points = n_points
@@ -205,6 +198,35 @@ class DynamicsPriorGMM:
         self._center = gmm.weights_ @ gmm.means_
         centred = gmm.means_ - self._center
         self._second_moments = gmm.covariances_ + centred[:, :, None] * centred[:, None, :]
+
+    def _em(self, groups: list[np.ndarray], data: np.ndarray, n_clusters: int,
+            reg: float) -> tuple[GaussianMixture, list[float]]:
+        """Run EM from the previous mixture (same size) or a fresh initialisation."""
+        cfg = self.config
+        history: list[float] = []
+        gmm = self._gmm
+        if gmm is None or gmm.n_components != n_clusters or gmm.reg_covar != reg:
+            if self._initial is not None and self._initial[1].shape[0] == n_clusters:
+                weights, means, covariances = self._initial
+            else:
+                weights, means, covariances = _segment_init(groups, n_clusters, reg)
+            gmm = GaussianMixture(
+                n_components=n_clusters,
+                covariance_type="full",
+                reg_covar=reg,
+                warm_start=True,
+                weights_init=weights,
+                means_init=means,
+                precisions_init=_inverse(covariances, reg),
+            )
+            # A few iterations first give the scale of the log-likelihood for the relative stopping
+            # rule (the value at the initial guess can be off by orders of magnitude).
+            history.extend(_run_em(gmm, data, min(3, cfg.max_em_iterations), 0.0))
+        remaining = cfg.max_em_iterations - len(history)
+        if remaining > 0:
+            tol = cfg.em_relative_tol * max(abs(gmm.lower_bound_), 1e-12)
+            history.extend(_run_em(gmm, data, remaining, tol))
+        return gmm, history
 
     def eval(self, points: np.ndarray) -> NIWPrior:
         """NIW prior for each group of points.
@@ -268,3 +290,57 @@ class DynamicsPriorGMM:
                 np.asarray(arrays["prior_gmm_means"], dtype=float),
                 np.asarray(arrays["prior_gmm_covariances"], dtype=float),
             )
+
+
+def _run_em(gmm: GaussianMixture, data: np.ndarray, max_iter: int, tol: float) -> list[float]:
+    """Continue EM from the mixture's current parameters; returns the log-likelihood per step."""
+    gmm.set_params(max_iter=max_iter, tol=tol)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gmm.fit(data)
+    return [float(v) for v in gmm.lower_bounds_]
+
+
+def _inverse(covariances: np.ndarray, floor: float) -> np.ndarray:
+    """Inverses of a stack of symmetric matrices, eigenvalues floored at ``floor`` (SPD result)."""
+    vals, vecs = np.linalg.eigh(covariances)
+    P = (vecs / np.maximum(vals, floor)[:, None, :]) @ np.swapaxes(vecs, -1, -2)
+    return 0.5 * (P + np.swapaxes(P, -1, -2))
+
+
+def _segment_init(
+    groups: list[np.ndarray], n_clusters: int, regularization: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Initial mixture from contiguous stretches of time.
+
+    The conditions' horizons are laid end to end and cut into ``n_clusters`` equal stretches;
+    each component starts as the Gaussian of the points (all trajectories) in its stretch. Local
+    dynamics change smoothly along a trajectory, so this starts EM close to a good optimum (far
+    fewer iterations than k-means++ seeding on such data).
+
+    Args:
+        groups: per condition, points (n, T-1, D).
+
+    Returns:
+        weights (K,), means (K, D), covariances (K, D, D).
+    """
+    steps = groups[0].shape[1]
+    D = groups[0].shape[-1]
+    total = len(groups) * steps
+    sums = np.zeros((n_clusters, D))
+    outer = np.zeros((n_clusters, D, D))
+    counts = np.zeros(n_clusters)
+    # Centre first so that the second moments do not cancel badly.
+    centre = np.mean([g.mean(axis=(0, 1)) for g in groups], axis=0)
+    for m, g in enumerate(groups):
+        labels = ((m * steps + np.arange(steps)) * n_clusters) // total
+        for k in np.unique(labels):
+            pts = (g[:, labels == k] - centre).reshape(-1, D)
+            sums[k] += pts.sum(axis=0)
+            outer[k] += pts.T @ pts
+            counts[k] += pts.shape[0]
+    means_c = sums / counts[:, None]
+    covariances = outer / counts[:, None, None] - means_c[:, :, None] * means_c[:, None, :]
+    covariances = 0.5 * (covariances + np.swapaxes(covariances, -1, -2))
+    covariances += regularization * np.eye(D)
+    return counts / counts.sum(), means_c + centre, covariances
