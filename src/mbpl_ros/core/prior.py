@@ -108,7 +108,6 @@ class DynamicsPriorGMM:
         self._gmm: GaussianMixture | None = None
         self._second_moments: np.ndarray | None = None
         self._center: np.ndarray | None = None
-        self._initial: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.log_likelihood_history: list[np.ndarray] = []
         """Per update, the mean log-likelihood per point before each EM iteration."""
         self.em_iterations = 0
@@ -183,18 +182,20 @@ class DynamicsPriorGMM:
                     stacklevel=3,
                 )
                 self._gmm = None
-                self._initial = None
                 reg *= 10
         else:
             raise RuntimeError("DynamicsPriorGMM: EM failed even with covariance regularisation "
                                f"{reg:g}; check the samples for constant or exploding entries")
         self._gmm = gmm
         self._reg = reg
-        self._initial = None
         self.em_iterations = len(history)
         self.n_points = n_points
         self.log_likelihood_history.append(np.asarray(history))
-        # Second moments about a common centre, so that eval() is one matrix product.
+        self._set_moments()
+
+    def _set_moments(self) -> None:
+        """Second moments about a common centre, so that eval() is one matrix product."""
+        gmm = self._gmm
         self._center = gmm.weights_ @ gmm.means_
         centred = gmm.means_ - self._center
         self._second_moments = gmm.covariances_ + centred[:, :, None] * centred[:, None, :]
@@ -206,10 +207,7 @@ class DynamicsPriorGMM:
         history: list[float] = []
         gmm = self._gmm
         if gmm is None or gmm.n_components != n_clusters or gmm.reg_covar != reg:
-            if self._initial is not None and self._initial[1].shape[0] == n_clusters:
-                weights, means, covariances = self._initial
-            else:
-                weights, means, covariances = _segment_init(groups, n_clusters, reg)
+            weights, means, covariances = _segment_init(groups, n_clusters, reg)
             gmm = GaussianMixture(
                 n_components=n_clusters,
                 covariance_type="full",
@@ -264,32 +262,54 @@ class DynamicsPriorGMM:
     # -- checkpoint support ------------------------------------------------------------------
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        """Kept trajectories and mixture parameters as named arrays (for np.savez)."""
+        """Kept trajectories and the fitted mixture as named arrays (for np.savez)."""
         out: dict[str, np.ndarray] = {}
         for m, (X, U) in self._kept.items():
             out[f"prior_X_{m}"] = X
             out[f"prior_U_{m}"] = U
         if self._gmm is not None:
-            out["prior_gmm_weights"] = self._gmm.weights_
-            out["prior_gmm_means"] = self._gmm.means_
-            out["prior_gmm_covariances"] = self._gmm.covariances_
+            g = self._gmm
+            out["prior_gmm_weights"] = g.weights_
+            out["prior_gmm_means"] = g.means_
+            out["prior_gmm_covariances"] = g.covariances_
+            out["prior_gmm_precisions_cholesky"] = g.precisions_cholesky_
+            out["prior_gmm_scalars"] = np.array([g.lower_bound_, g.reg_covar])
         return out
 
     def restore(self, arrays: dict[str, np.ndarray], n_conditions: int) -> None:
-        """Restore :meth:`state_arrays`; the next update starts EM from the saved mixture."""
+        """Restore :meth:`state_arrays`: the next update warm-starts exactly as it would have."""
         self._kept = {}
         for m in range(n_conditions):
             if f"prior_X_{m}" in arrays:
                 self._kept[m] = (np.asarray(arrays[f"prior_X_{m}"], dtype=float),
                                  np.asarray(arrays[f"prior_U_{m}"], dtype=float))
         self._gmm = None
-        self._initial = None
-        if "prior_gmm_weights" in arrays:
-            self._initial = (
-                np.asarray(arrays["prior_gmm_weights"], dtype=float),
-                np.asarray(arrays["prior_gmm_means"], dtype=float),
-                np.asarray(arrays["prior_gmm_covariances"], dtype=float),
+        self._reg = self.config.covariance_regularization
+        if "prior_gmm_weights" not in arrays:
+            return
+        weights = np.asarray(arrays["prior_gmm_weights"], dtype=float)
+        means = np.asarray(arrays["prior_gmm_means"], dtype=float)
+        covariances = np.asarray(arrays["prior_gmm_covariances"], dtype=float)
+        chol = np.asarray(arrays["prior_gmm_precisions_cholesky"], dtype=float)
+        lower_bound, reg = (float(v) for v in arrays["prior_gmm_scalars"])
+        K, D = means.shape
+        if weights.shape != (K,) or covariances.shape != (K, D, D) or chol.shape != (K, D, D):
+            raise ShapeError(
+                f"prior mixture: expected weights ({K},), covariances and precision factors "
+                f"({K}, {D}, {D}), found {weights.shape}, {covariances.shape}, {chol.shape}"
             )
+        # A fitted scikit-learn mixture is its parameters; set them as fit() would have.
+        gmm = GaussianMixture(n_components=K, covariance_type="full", reg_covar=reg,
+                              warm_start=True)
+        gmm.weights_, gmm.means_, gmm.covariances_ = weights, means, covariances
+        gmm.precisions_cholesky_ = chol
+        gmm.precisions_ = chol @ np.swapaxes(chol, -1, -2)
+        gmm.converged_, gmm.n_iter_, gmm.lower_bound_ = True, 0, lower_bound
+        gmm.lower_bounds_ = []
+        gmm.n_features_in_ = D
+        self._gmm = gmm
+        self._reg = reg
+        self._set_moments()
 
 
 def _run_em(gmm: GaussianMixture, data: np.ndarray, max_iter: int, tol: float) -> list[float]:

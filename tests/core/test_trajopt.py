@@ -1,0 +1,132 @@
+"""Dual gradient descent on eta, the KL trust region, non-PD recovery and step adjustment."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import random_controller, random_spd
+
+from mbpl_ros.core.synthetic import random_linear_system
+from mbpl_ros.core.trajopt import (
+    DualConfig,
+    QuadraticCost,
+    StackedControllers,
+    StackedDynamics,
+    estimate_cost,
+    optimize_trajectories,
+    step_multiplier,
+    trajectory_kl,
+)
+
+dX, dU, T = 4, 2, 15
+
+
+def _problem(rng, M):
+    dynamics, costs, prev = [], [], []
+    for _ in range(M):
+        system = random_linear_system(dX, dU, rng, noise_std=0.05)
+        dynamics.append(system.as_dynamics(T, rng.standard_normal(dX), 0.01 * np.eye(dX)))
+        Cm = np.stack([random_spd(rng, dX + dU) for _ in range(T)])
+        costs.append(QuadraticCost(np.zeros(T), rng.standard_normal((T, dX + dU)), Cm))
+        prev.append(random_controller(rng, T, dX, dU, gain=0.1))
+    return prev, dynamics, QuadraticCost.stack(costs)
+
+
+@pytest.mark.parametrize("kl_step", [0.05, 0.5, 2.0])
+def test_dual_descent_meets_the_kl_target(rng, kl_step):
+    M = 3
+    prev, dynamics, cost = _problem(rng, M)
+    eps = np.full(M, kl_step * T) * np.array([0.5, 1.0, 2.0])
+    result = optimize_trajectories(prev, dynamics, cost, eps, eta0=np.ones(M))
+    assert result.converged.all(), result.warnings
+    assert np.all(np.abs(result.kl - eps) < 0.1 * eps), (result.kl, eps)
+    # The reported KL is the KL of the returned controllers, recomputed independently.
+    kl = trajectory_kl(StackedControllers.of(result.controllers), StackedControllers.of(prev),
+                       StackedDynamics.of(dynamics))
+    np.testing.assert_allclose(kl, result.kl, rtol=1e-9)
+    # Better than the previous controllers under the model, and no better than LQR can be.
+    before = estimate_cost(StackedControllers.of(prev), StackedDynamics.of(dynamics), cost)
+    after = estimate_cost(StackedControllers.of(result.controllers), StackedDynamics.of(dynamics),
+                          cost)
+    assert np.all(after < before)
+    assert result.backward_passes < 30
+
+
+def test_conditions_optimised_together_equal_one_at_a_time(rng):
+    prev, dynamics, cost = _problem(rng, 3)
+    eps = np.array([3.0, 8.0, 20.0])
+    together = optimize_trajectories(prev, dynamics, cost, eps, np.ones(3))
+    for m in range(3):
+        alone = optimize_trajectories(
+            prev[m:m + 1], dynamics[m:m + 1],
+            QuadraticCost(cost.cc[m:m + 1], cost.cv[m:m + 1], cost.Cm[m:m + 1]),
+            eps[m:m + 1], np.ones(1))
+        np.testing.assert_allclose(alone.controllers[0].K, together.controllers[m].K, rtol=1e-9,
+                                   atol=1e-12)
+        np.testing.assert_allclose(alone.eta[0], together.eta[m], rtol=1e-12)
+    # Batched: one backward pass per dual iteration serves every condition still searching.
+    assert together.backward_passes == together.dual_iterations.max()
+
+
+def _concave_in_u(rng):
+    """One condition whose cost is concave in u: Q_uu = -I/eta + P_prev is PD only for eta > 1."""
+    prev, dynamics, cost = _problem(rng, 1)
+    Cm = cost.Cm.copy()
+    Cm[:, :, :dX, dX:] = 0.0
+    Cm[:, :, dX:, :dX] = 0.0
+    Cm[:, :, dX:, dX:] = -np.eye(dU)
+    Fm = dynamics[0].Fm.copy()
+    Fm[:, :, dX:] = 0.0  # actions do not move the state: Q_uu gets nothing from the future
+    dyn = type(dynamics[0])(Fm, dynamics[0].fv, dynamics[0].covar, dynamics[0].x0_mean,
+                            dynamics[0].x0_covar)
+    K = np.zeros_like(prev[0].K)
+    ref = type(prev[0])(K, prev[0].k, np.tile(np.eye(dU), (T, 1, 1)))  # precision I
+    return [ref], [dyn], QuadraticCost(cost.cc, cost.cv, Cm)
+
+
+def test_non_pd_q_uu_is_recovered_by_raising_eta(rng):
+    prev, dynamics, cost = _concave_in_u(rng)
+    eps = np.array([2.0])
+    result = optimize_trajectories(prev, dynamics, cost, eps, eta0=np.array([1e-3]))
+    assert result.eta[0] > 1.0
+    assert result.backward_passes > result.dual_iterations[0]  # retries after non-PD passes
+    assert result.converged[0] and abs(result.kl[0] - 2.0) < 0.2, result.kl
+    assert np.all(np.linalg.eigvalsh(result.controllers[0].covar) > 0)
+
+
+def test_no_pd_solution_keeps_the_previous_controller_with_a_warning(rng):
+    prev, dynamics, cost = _concave_in_u(rng)
+    result = optimize_trajectories(prev, dynamics, cost, np.array([2.0]), np.array([1e-3]),
+                                   DualConfig(max_eta=0.5))
+    assert result.controllers[0] is prev[0]
+    assert result.kl[0] == 0.0 and not result.converged[0]
+    assert any("no positive definite" in w for w in result.warnings)
+
+
+def test_eta_at_its_maximum_returns_the_best_controller_with_a_warning(rng):
+    prev, dynamics, cost = _problem(rng, 1)
+    result = optimize_trajectories(prev, dynamics, cost, np.array([1e-6]), np.ones(1),
+                                   DualConfig(max_eta=10.0))
+    assert not result.converged[0]
+    assert any("max_eta" in w for w in result.warnings)
+    assert result.eta[0] == pytest.approx(10.0)
+    assert result.kl[0] > 1e-6
+
+
+@pytest.mark.parametrize(
+    ("predicted", "actual", "mult", "expected"),
+    [
+        (1.0, 0.5, 1.0, 1.0),  # 1 / (2 * 0.5)
+        (1.0, 0.0, 2.0, 1.0),  # 1 / (2 * 1) = 0.5, times 2
+        (1.0, 0.9, 1.0, 5.0),  # 1 / 0.2 = 5
+        (1.0, 1.0, 1.0, 5.0),  # difference floored at 1e-4: 5000 -> clamped to 5
+        (1.0, 2.0, 0.5, 2.5),  # actual better than predicted: floor again, 5 x 0.5
+        (-1.0, -3.0, 1.0, 0.1),  # predicted worsening: factor clamped to 0.1
+        (1.0, -9.0, 1.0, 0.1),  # 1 / 20 = 0.05 -> 0.1
+        (1.0, 0.9, 4.0, 10.0),  # 5 x 4 = 20 -> max_step_mult
+        (1.0, -9.0, 0.05, 0.01),  # 0.1 x 0.05 = 0.005 -> min_step_mult
+    ],
+)
+def test_step_multiplier_follows_its_formula(predicted, actual, mult, expected):
+    out = step_multiplier(np.array([predicted]), np.array([actual]), np.array([mult]), 0.01, 10.0)
+    assert out[0] == pytest.approx(expected)
