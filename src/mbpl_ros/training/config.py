@@ -38,7 +38,8 @@ class TrainConfig:
     algorithm: str = "lqr-flm"
     """Only lqr-flm for now."""
     graph: str = "direct"
-    """direct: the simulator runs in this process."""
+    """direct: the simulator runs in this process; ros: a graph of ROS 2 node processes (sim
+    bridges, state estimators, controller executors, dynamics fitter, trainer) over DDS."""
     conditions: int = 4
     """Training conditions (initial configuration + target)."""
     samples: int = 5
@@ -61,12 +62,26 @@ class TrainConfig:
     """Std of the Gaussian smoothing of exploration noise over time, policy steps."""
     progress: bool = True
     """Show a progress bar."""
+    workers: int = 1
+    """ros graph: simulated arms (namespaces /arm0, /arm1, ...) running trials in parallel."""
+    resume: bool = False
+    """ros graph: continue the stopped session in ``out`` from its last checkpoint, reusing every
+    recorded rollout."""
+    trial_retries: int = 2
+    """ros graph: extra attempts of a trial whose execution was aborted (kept out of the fit)."""
     initial: InitialControllerConfig = field(default_factory=InitialControllerConfig)
     lqr: LQRFLMConfig = field(default_factory=LQRFLMConfig)
 
     def __post_init__(self) -> None:
         if self.task not in ("reach", "peg"):
             raise ValueError(f"task: expected reach or peg, found {self.task!r}")
+        if self.graph not in ("direct", "ros"):
+            raise ValueError(f"graph: expected direct or ros, found {self.graph!r}")
+        if self.workers < 1 or self.trial_retries < 0:
+            raise ValueError(f"workers: expected >= 1 and trial_retries >= 0, found "
+                             f"{self.workers} and {self.trial_retries}")
+        if self.graph == "direct" and (self.workers != 1 or self.resume):
+            raise ValueError("--workers and --resume need --graph ros")
         if self.backend not in ("mujoco", "pybullet"):
             raise ValueError(f"backend: expected mujoco or pybullet, found {self.backend!r}")
         for name in ("conditions", "iterations", "horizon"):
@@ -88,7 +103,8 @@ class TrainConfig:
                    graph=args.graph, conditions=args.conditions, samples=args.samples,
                    iterations=args.iterations, horizon=args.horizon, dt=args.dt, seed=args.seed,
                    urdf=args.urdf, ee_link=args.ee_link, out=args.out or default_run_dir(),
-                   progress=not args.quiet)
+                   progress=not args.quiet, workers=getattr(args, "workers", 1),
+                   resume=getattr(args, "resume", False))
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -3,6 +3,10 @@
 Read top to bottom: build the arm, the conditions and the initial controllers; then every
 iteration run N noisy trials per condition, refit and re-optimise, and evaluate one noiseless trial
 of each new controller; write summary.json, plots and controllers to the run directory.
+
+The pieces both training graphs share (the problem set-up, the summary and its per-iteration
+record, the run directory) live here too; the ROS graph (:mod:`.ros_graph`, the ``gps_trainer``
+node) builds on them so that both write the same summary.json.
 """
 
 from __future__ import annotations
@@ -16,14 +20,22 @@ from tqdm import tqdm
 
 from mbpl_ros.arm_state import ArmStateBuilder
 from mbpl_ros.core.controllers import LinearGaussianController, init_lqr, smoothed_noise
-from mbpl_ros.core.costs import peg_cost, reach_cost
-from mbpl_ros.core.lqr_flm import LQRFLM
+from mbpl_ros.core.costs import Cost, peg_cost, reach_cost
+from mbpl_ros.core.lqr_flm import LQRFLM, IterationReport
 from mbpl_ros.core.samples import SampleBatch
 from mbpl_ros.training.config import TrainConfig
 from mbpl_ros.training.report import write_plots
-from mbpl_sim import make_sim
+from mbpl_sim import DEFAULT_EE_LINK, default_urdf, make_sim
 from mbpl_sim.base import ArmSim
-from mbpl_sim.tasks import Condition, make_conditions, make_fk_conditions, task_kinematics
+from mbpl_sim.description import ArmDescription
+from mbpl_sim.tasks import (
+    Condition,
+    TaskSpec,
+    make_conditions,
+    make_fk_conditions,
+    make_task,
+    task_kinematics,
+)
 
 
 @dataclass(frozen=True)
@@ -58,7 +70,48 @@ def run_trial(sim: ArmSim, builder: ArmStateBuilder, condition: Condition,
                  sim.task.success(ee_points, condition))
 
 
-def condition_table(config: TrainConfig, sim: ArmSim,
+@dataclass(frozen=True)
+class ArmSetup:
+    """The arm and task of a run without a simulator: what :func:`condition_table` and
+    :func:`initial_controllers` read (an :class:`ArmSim` has the same two attributes)."""
+
+    description: ArmDescription
+    task: TaskSpec
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> ArmSetup:
+        urdf = config.urdf if config.urdf is not None else default_urdf()
+        ee_link = config.ee_link if config.urdf is not None else DEFAULT_EE_LINK
+        return cls(ArmDescription.from_urdf(urdf, ee_link), make_task(config.task))
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Everything a training loop derives from its config before the first trial."""
+
+    setup: ArmSetup | ArmSim
+    conditions: list[Condition]
+    builder: ArmStateBuilder
+    cost: Cost
+    initial: list[LinearGaussianController]
+
+    @property
+    def layout(self):
+        return self.builder.layout
+
+
+def make_problem(config: TrainConfig, rng: np.random.Generator,
+                 setup: ArmSetup | ArmSim | None = None) -> Problem:
+    """Conditions (drawn first from ``rng``), state builder, cost and initial controllers."""
+    setup = setup if setup is not None else ArmSetup.from_config(config)
+    conditions = condition_table(config, setup, rng)
+    builder = ArmStateBuilder(task_kinematics(setup.task, setup.description))
+    cost = peg_cost(builder.layout) if config.task == "peg" else reach_cost(builder.layout)
+    return Problem(setup, conditions, builder, cost,
+                   initial_controllers(config, builder, setup, conditions))
+
+
+def condition_table(config: TrainConfig, sim: ArmSetup | ArmSim,
                     rng: np.random.Generator) -> list[Condition]:
     """The project's arm draws targets from the task's workspace box with the tool pointing down;
     any other URDF reaches goals taken from its own forward kinematics (always reachable)."""
@@ -67,7 +120,7 @@ def condition_table(config: TrainConfig, sim: ArmSim,
     return make_conditions(sim.task, sim.description, config.conditions, rng)
 
 
-def initial_controllers(config: TrainConfig, builder: ArmStateBuilder, sim: ArmSim,
+def initial_controllers(config: TrainConfig, builder: ArmStateBuilder, sim: ArmSetup | ArmSim,
                         conditions: list[Condition]) -> list[LinearGaussianController]:
     """Hold-x0 LQR per condition on a double-integrator guess with the arm's own inertia."""
     layout = builder.layout
@@ -84,25 +137,69 @@ def initial_controllers(config: TrainConfig, builder: ArmStateBuilder, sim: ArmS
     return controllers
 
 
+def new_summary(config: TrainConfig, arm: ArmDescription, **extra) -> dict:
+    """The summary.json header (DESIGN.md section 6) with no iterations yet."""
+    return {"task": config.task, "backend": config.backend, "algorithm": config.algorithm,
+            "graph": config.graph, "seed": config.seed,
+            "robot": {"urdf": str(arm.urdf_path), "ee_link": arm.ee_link,
+                      "joints": list(arm.joint_names)},
+            "config": config.to_dict(), **extra, "iterations": []}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The noiseless trial of one condition after an update."""
+
+    final_distance: float
+    success: bool
+    cost: float
+
+
+def iteration_record(iteration: int, report: IterationReport, evaluation: list[Evaluation],
+                     trials: int, env_steps: int, wall_s: float, **extra) -> dict:
+    """One entry of summary["iterations"]; ``extra`` adds graph-specific fields."""
+    M = len(evaluation)
+    return {
+        "iteration": iteration,
+        "mean_cost": float(np.mean(report.mean_cost)),
+        "eval_cost": float(np.mean([e.cost for e in evaluation])),
+        "trials": trials,
+        "env_steps": env_steps,
+        "eval_trials": (iteration + 1) * M,
+        "wall_s": wall_s,
+        "update_s": report.update_s,
+        "conditions": [{"condition": m, "final_distance": e.final_distance,
+                        "success": e.success, "eval_cost": e.cost,
+                        "sample_cost": report.mean_cost[m], "kl": report.kl[m],
+                        "step_mult": report.step_mult[m], "eta": report.eta[m]}
+                       for m, e in enumerate(evaluation)],
+        "test_success_rate": None,
+        "warnings": list(report.warnings),
+        **extra,
+    }
+
+
+def status_line(record: dict) -> str:
+    """One human-readable line per iteration."""
+    conditions = record["conditions"]
+    successes = sum(bool(c["success"]) for c in conditions)
+    return (f"iteration {record['iteration']}: sample cost {record['mean_cost']:.3f}, noiseless "
+            f"cost {record['eval_cost']:.3f}, success {successes}/{len(conditions)}")
+
+
 def train(config: TrainConfig) -> dict:
     """Run LQR-FLM on the simulated arm; returns the summary also written to summary.json."""
     config.out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(config.seed)
     sim = make_sim(config.backend, config.urdf, config.ee_link, task=config.task)
     try:
-        arm, task = sim.description, sim.task
-        conditions = condition_table(config, sim, rng)
-        builder = ArmStateBuilder(task_kinematics(task, arm))
+        problem = make_problem(config, rng, sim)
+        conditions, builder, cost = problem.conditions, problem.builder, problem.cost
         layout = builder.layout
-        cost = peg_cost(layout) if config.task == "peg" else reach_cost(layout)
         algo = LQRFLM(config.lqr, layout, layout.action_dim, config.horizon, config.dt,
-                      initial_controllers(config, builder, sim, conditions))
+                      problem.initial)
 
-        summary = {"task": config.task, "backend": config.backend,
-                   "algorithm": config.algorithm, "graph": config.graph, "seed": config.seed,
-                   "robot": {"urdf": str(arm.urdf_path), "ee_link": arm.ee_link,
-                             "joints": list(arm.joint_names)},
-                   "config": config.to_dict(), "iterations": []}
+        summary = new_summary(config, sim.description)
         trials = env_steps = 0
         start = time.perf_counter()
         bar = tqdm(range(config.iterations), desc="LQR-FLM", unit="it",
@@ -120,34 +217,19 @@ def train(config: TrainConfig) -> dict:
                 env_steps += len(runs) * config.horizon
             report = algo.iteration(batches, cost)
 
-            evaluation = [run_trial(sim, builder, c, algo.controllers[m], config.dt)
-                          for m, c in enumerate(conditions)]
-            eval_cost = [float(np.sum(cost.eval(e.X, e.U).l)) for e in evaluation]
-            record = {
-                "iteration": i,
-                "mean_cost": float(np.mean(report.mean_cost)),
-                "eval_cost": float(np.mean(eval_cost)),
-                "trials": trials,
-                "env_steps": env_steps,
-                "eval_trials": (i + 1) * len(conditions),
-                "wall_s": time.perf_counter() - start,
-                "update_s": report.update_s,
-                "conditions": [{"condition": m, "final_distance": e.final_distance,
-                                "success": e.success, "eval_cost": eval_cost[m],
-                                "sample_cost": report.mean_cost[m], "kl": report.kl[m],
-                                "step_mult": report.step_mult[m], "eta": report.eta[m]}
-                               for m, e in enumerate(evaluation)],
-                "test_success_rate": None,
-                "warnings": list(report.warnings),
-            }
+            evaluation = []
+            for m, c in enumerate(conditions):
+                e = run_trial(sim, builder, c, algo.controllers[m], config.dt)
+                evaluation.append(Evaluation(e.final_distance, e.success,
+                                             float(np.sum(cost.eval(e.X, e.U).l))))
+            record = iteration_record(i, report, evaluation, trials, env_steps,
+                                      time.perf_counter() - start)
             summary["iterations"].append(record)
             successes = sum(e.success for e in evaluation)
             bar.set_postfix(cost=f"{record['mean_cost']:.2f}", success=f"{successes}/"
                             f"{len(conditions)}")
             if not config.progress:
-                print(f"iteration {i}: sample cost {record['mean_cost']:.3f}, noiseless cost "
-                      f"{record['eval_cost']:.3f}, success {successes}/{len(conditions)}",
-                      flush=True)
+                print(status_line(record), flush=True)
             write_run(config, summary, algo)
         return summary
     finally:
