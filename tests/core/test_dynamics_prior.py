@@ -158,3 +158,20 @@ def test_prior_eval_is_the_moment_matched_mixture_under_averaged_posteriors(rng)
         np.testing.assert_allclose(niw.Phi[g], 2.0 * cov, rtol=1e-7, atol=1e-10)
     np.testing.assert_allclose(niw.m, 2.0)
     np.testing.assert_allclose(niw.n0, 2.0)
+
+
+def test_conditions_fitted_together_equal_one_at_a_time(rng):
+    from mbpl_ros.core.dynamics import fit_dynamics_batch
+
+    dX, dU, T = 3, 2, 12
+    systems = [random_linear_system(dX, dU, rng) for _ in range(3)]
+    batches = [_samples(rng, s, _exploring_controller(rng, T, dX, dU), n) for s, n in
+               zip(systems, (8, 8, 11), strict=True)]
+    prior = DynamicsPriorGMM(PriorConfig(min_samples_per_cluster=20))
+    prior.update(batches)
+    together = fit_dynamics_batch(batches, prior)
+    for b, dyn in zip(batches, together, strict=True):
+        alone = fit_dynamics(b, prior)
+        for name in ("Fm", "fv", "covar", "x0_mean", "x0_covar"):
+            np.testing.assert_allclose(getattr(dyn, name), getattr(alone, name), rtol=1e-10,
+                                       atol=1e-12)

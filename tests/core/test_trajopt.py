@@ -130,3 +130,29 @@ def test_eta_at_its_maximum_returns_the_best_controller_with_a_warning(rng):
 def test_step_multiplier_follows_its_formula(predicted, actual, mult, expected):
     out = step_multiplier(np.array([predicted]), np.array([actual]), np.array([mult]), 0.01, 10.0)
     assert out[0] == pytest.approx(expected)
+
+
+def test_quadratic_model_from_samples_is_the_average_of_the_expansions(rng):
+    from mbpl_ros.core.costs import reach_cost
+    from mbpl_ros.core.state import StateLayout
+    from mbpl_ros.core.trajopt import quadratic_cost_from_samples
+
+    layout = StateLayout(n_joints=2, n_points=1)
+    cost = reach_cost(layout, curvature="exact")
+    X = 0.1 * rng.standard_normal((3, 5, layout.dim))
+    U = rng.standard_normal((3, 5, layout.action_dim))
+    model, sample_costs = quadratic_cost_from_samples(cost, X, U)
+    singles = [quadratic_cost_from_samples(cost, X[i:i + 1], U[i:i + 1])[0] for i in range(3)]
+    for i, single in enumerate(singles):
+        # Around its own sample, each model reproduces value and gradient of the cost.
+        z = np.concatenate([X[i], U[i]], axis=-1)
+        exp = cost.eval(X[i], U[i])
+        value = single.cc + np.einsum("ti,ti->t", single.cv, z) + \
+            0.5 * np.einsum("ti,tij,tj->t", z, single.Cm, z)
+        np.testing.assert_allclose(value, exp.l, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(single.cv + np.einsum("tij,tj->ti", single.Cm, z),
+                                   np.concatenate([exp.lx, exp.lu], axis=-1), atol=1e-9)
+        np.testing.assert_allclose(sample_costs[i], exp.l)
+    for name in ("cc", "cv", "Cm"):
+        np.testing.assert_allclose(getattr(model, name),
+                                   np.mean([getattr(s, name) for s in singles], axis=0))

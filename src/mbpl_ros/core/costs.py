@@ -75,11 +75,22 @@ class CostExpansion:
 
 
 class Cost(ABC):
-    """A cost term: ``eval(X, U)`` returns its :class:`CostExpansion`."""
+    """A cost term: ``eval(X, U)`` returns its :class:`CostExpansion`.
+
+    Subclasses implement :meth:`eval`; they may also override :meth:`add_to` to add their
+    expansion into a running total without allocating full-size arrays (what :class:`CostSum`
+    calls).
+    """
 
     @abstractmethod
     def eval(self, X: np.ndarray, U: np.ndarray) -> CostExpansion:
         """Expansion along X (..., T, dX), U (..., T, dU)."""
+
+    def add_to(self, X: np.ndarray, U: np.ndarray, out: CostExpansion, weight: float) -> None:
+        """Add ``weight`` times this term's expansion into ``out`` in place."""
+        part = self.eval(X, U)
+        for name in ("l", "lx", "lu", "lxx", "luu", "lux"):
+            getattr(out, name)[...] += weight * getattr(part, name)
 
     def __add__(self, other: Cost) -> CostSum:
         return CostSum([self, other])
@@ -88,6 +99,16 @@ class Cost(ABC):
         return CostSum([self], [float(weight)])
 
     __rmul__ = __mul__
+
+
+class _InPlaceCost(Cost):
+    """A term that implements :meth:`add_to`; ``eval`` adds it to zeros."""
+
+    def eval(self, X: np.ndarray, U: np.ndarray) -> CostExpansion:
+        X, U = _check_trajectory(X, U)
+        out = CostExpansion.zeros(X.shape[:-2], X.shape[-2], X.shape[-1], U.shape[-1])
+        self.add_to(X, U, out, 1.0)
+        return out
 
 
 def _check_trajectory(X: np.ndarray, U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +152,7 @@ def ramp_weights(ramp: Ramp, T: int, final_multiplier: float = 1.0) -> np.ndarra
     return w
 
 
-class ActionCost(Cost):
+class ActionCost(_InPlaceCost):
     """1/2 sum_i w_i u_i^2 at every step."""
 
     def __init__(self, weights: float | Sequence[float] | np.ndarray) -> None:
@@ -142,22 +163,15 @@ class ActionCost(Cost):
         if self.weights.ndim > 1:
             raise ShapeError.expected("ActionCost.weights", "scalar or (dU,)", self.weights.shape)
 
-    def eval(self, X: np.ndarray, U: np.ndarray) -> CostExpansion:
-        X, U = _check_trajectory(X, U)
-        dX, dU = X.shape[-1], U.shape[-1]
-        w = np.broadcast_to(self.weights, (dU,))
-        lead = U.shape[:-1]
-        return CostExpansion(
-            l=0.5 * np.sum(w * U**2, axis=-1),
-            lx=np.zeros((*lead, dX)),
-            lu=w * U,
-            lxx=np.zeros((*lead, dX, dX)),
-            luu=np.broadcast_to(np.diag(w), (*lead, dU, dU)).copy(),
-            lux=np.zeros((*lead, dU, dX)),
-        )
+    def add_to(self, X: np.ndarray, U: np.ndarray, out: CostExpansion, weight: float) -> None:
+        dU = U.shape[-1]
+        w = weight * np.broadcast_to(self.weights, (dU,))
+        out.l[...] += 0.5 * np.sum(w * U**2, axis=-1)
+        out.lu[...] += w * U
+        out.luu[...] += np.diag(w)
 
 
-class StateTargetCost(Cost):
+class StateTargetCost(_InPlaceCost):
     """Weighted distance of selected state entries to a target, l1/l2 penalty.
 
     With d = x[index] - target and s = sum_i w_i d_i^2, the cost at step t is
@@ -219,9 +233,8 @@ class StateTargetCost(Cost):
             raise ShapeError(f"StateTargetCost: expected indices in [0, {dX}), found {idx}")
         return idx
 
-    def eval(self, X: np.ndarray, U: np.ndarray) -> CostExpansion:
-        X, U = _check_trajectory(X, U)
-        T, dX, dU = X.shape[-2], X.shape[-1], U.shape[-1]
+    def add_to(self, X: np.ndarray, U: np.ndarray, out: CostExpansion, weight: float) -> None:
+        T, dX = X.shape[-2], X.shape[-1]
         idx = self._entries(dX)
         n = idx.size
         for name, value in (("target", self.target), ("weights", self.weights)):
@@ -229,25 +242,30 @@ class StateTargetCost(Cost):
                 raise ShapeError.expected(f"StateTargetCost.{name}", f"scalar or ({n},)",
                                           value.shape)
         w = np.broadcast_to(self.weights, (n,))
-        r = ramp_weights(self.ramp, T, self.final_multiplier)
-        d = X[..., idx] - self.target
+        r = weight * ramp_weights(self.ramp, T, self.final_multiplier)
+        sel = self.index if isinstance(self.index, slice) else idx
+        d = X[..., sel] - self.target
         wd = w * d
         s = np.sum(wd * d, axis=-1)
-        inv = 1.0 / (self.alpha + s) if self.l1 else np.zeros_like(s)
-        log_term = 0.5 * self.l1 * np.log(self.alpha + s) if self.l1 else np.zeros_like(s)
-        # c = r g(s): dc/dd = r g'(s) 2 w d, g'(s) = 1/2 (l2 + l1 / (alpha + s)).
-        slope = r * (self.l2 + self.l1 * inv)
-        grad_d = slope[..., None] * wd
-        hess_d = slope[..., None, None] * np.diag(w)
+        # c = r g(s) with g(s) = 1/2 l2 s + 1/2 l1 log(alpha + s):
+        # dc/dd = r g'(s) 2 w d,  g'(s) = 1/2 (l2 + l1 / (alpha + s)).
+        slope = r * self.l2
+        if self.l1:
+            inv = 1.0 / (self.alpha + s)
+            slope = slope + r * self.l1 * inv
+            out.l[...] += r * 0.5 * self.l1 * np.log(self.alpha + s)
+        out.l[...] += r * 0.5 * self.l2 * s
+        hess = slope[..., None, None] * np.diag(w)
         if self.curvature == "exact" and self.l1:
-            # + r g''(s) (2 w d)(2 w d)^T, g''(s) = -1/2 l1 / (alpha + s)^2.
+            # + r g''(s) (2 w d)(2 w d)^T,  g''(s) = -1/2 l1 / (alpha + s)^2.
             bend = -2.0 * self.l1 * r * inv**2
-            hess_d = hess_d + bend[..., None, None] * wd[..., :, None] * wd[..., None, :]
-        out = CostExpansion.zeros(X.shape[:-2], T, dX, dU)
-        l = r * (0.5 * self.l2 * s + log_term)
-        out.lx[..., idx] = grad_d
-        out.lxx[..., idx[:, None], idx[None, :]] = hess_d
-        return CostExpansion(l, out.lx, out.lu, out.lxx, out.luu, out.lux)
+            hess = hess + bend[..., None, None] * wd[..., :, None] * wd[..., None, :]
+        if isinstance(sel, slice):
+            out.lx[..., sel] += slope[..., None] * wd
+            out.lxx[..., sel, sel] += hess
+        else:
+            out.lx[..., sel] += slope[..., None] * wd
+            out.lxx[..., sel[:, None], sel[None, :]] += hess
 
 
 class CostSum(Cost):
@@ -267,12 +285,14 @@ class CostSum(Cost):
             )
 
     def eval(self, X: np.ndarray, U: np.ndarray) -> CostExpansion:
-        total = None
-        for term, weight in zip(self.terms, self.weights, strict=True):
-            part = term.eval(X, U)
-            part = part if weight == 1.0 else part.scaled(weight)
-            total = part if total is None else total + part
-        return total
+        X, U = _check_trajectory(X, U)
+        out = CostExpansion.zeros(X.shape[:-2], X.shape[-2], X.shape[-1], U.shape[-1])
+        self.add_to(X, U, out, 1.0)
+        return out
+
+    def add_to(self, X: np.ndarray, U: np.ndarray, out: CostExpansion, weight: float) -> None:
+        for term, w in zip(self.terms, self.weights, strict=True):
+            term.add_to(X, U, out, weight * w)
 
 
 class AutodiffCost(Cost):

@@ -9,6 +9,7 @@ together as stacked linear algebra.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,13 +106,44 @@ def fit_dynamics(
         regularization: ridge on the (x, u) block of the joint covariance.
         initial_state_var: lower bound of the initial-state variances.
     """
-    N, dX, dU = batch.N, batch.dX, batch.dU
-    if N < 2:
-        raise NotEnoughSamplesError(
-            f"fit_dynamics: expected at least 2 samples per condition, found {N}"
-        )
-    dXU = dX + dU
-    Y = np.swapaxes(transition_points(batch.X, batch.U), 0, 1)  # (T-1, N, D)
+    return fit_dynamics_batch([batch], prior, regularization, initial_state_var)[0]
+
+
+def fit_dynamics_batch(
+    batches: Sequence[SampleBatch],
+    prior: DynamicsPriorGMM | None = None,
+    regularization: float = 1e-6,
+    initial_state_var: float = 1e-6,
+) -> list[LinearGaussianDynamics]:
+    """:func:`fit_dynamics` for several conditions, solved together where N agrees."""
+    out: list[LinearGaussianDynamics | None] = [None] * len(batches)
+    by_size: dict[int, list[int]] = {}
+    for m, b in enumerate(batches):
+        if b.N < 2:
+            raise NotEnoughSamplesError(
+                f"fit_dynamics: expected at least 2 samples per condition, found {b.N}"
+                + (f" for condition {m}" if len(batches) > 1 else "")
+            )
+        by_size.setdefault(b.N, []).append(m)
+    for idx in by_size.values():
+        group = [batches[m] for m in idx]
+        for m, dyn in zip(idx, _fit_group(group, prior, regularization, initial_state_var),
+                          strict=True):
+            out[m] = dyn
+    return out
+
+
+def _fit_group(batches: list[SampleBatch], prior: DynamicsPriorGMM | None,
+               regularization: float, initial_state_var: float) -> list[LinearGaussianDynamics]:
+    """The regression for conditions with the same N, T, dX, dU, stacked over (condition, t)."""
+    first = batches[0]
+    for b in batches[1:]:
+        b.check_dims(first.T, first.dX, first.dU, "fit_dynamics")
+    N, T, dX, dU = first.N, first.T, first.dX, first.dU
+    B, steps, dXU = len(batches), T - 1, dX + dU
+    # (B * (T-1), N, D): the N points of every (condition, step).
+    Y = np.stack([np.swapaxes(transition_points(b.X, b.U), 0, 1) for b in batches])
+    Y = Y.reshape(B * steps, N, -1)
     mean = Y.mean(axis=1)
     diff = Y - mean[:, None, :]
     sigma = np.swapaxes(diff, -1, -2) @ diff / N
@@ -127,18 +159,23 @@ def fit_dynamics(
             f"fit_dynamics: {N} samples for {dXU} regressors and no prior; the fit rests on "
             f"the regularisation {regularization:g}",
             UnderdeterminedFitWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    sigma = 0.5 * (sigma + np.swapaxes(sigma, -1, -2))
     sigma[:, :dXU, :dXU] += regularization * np.eye(dXU)
-    Fm = _solve_regression(sigma[:, :dXU, :dXU], sigma[:, :dXU, dXU:], regularization)
-    Fm = np.swapaxes(Fm, -1, -2)
+    cross = sigma[:, :dXU, dXU:]
+    Fm = np.swapaxes(_solve_regression(sigma[:, :dXU, :dXU], cross, regularization), -1, -2)
     fv = mean[:, dXU:] - (Fm @ mean[:, :dXU, None])[..., 0]
-    covar = sigma[:, dXU:, dXU:] - Fm @ sigma[:, :dXU, :dXU] @ np.swapaxes(Fm, -1, -2)
+    # Schur complement: Sigma_yy - Sigma_yz Sigma_zz^-1 Sigma_zy = Sigma_yy - Fm Sigma_zy.
+    covar = sigma[:, dXU:, dXU:] - Fm @ cross
     covar = 0.5 * (covar + np.swapaxes(covar, -1, -2))
-    x0 = batch.X[:, 0]
-    x0_covar = np.diag(np.maximum(x0.var(axis=0), initial_state_var))
-    return LinearGaussianDynamics(Fm, fv, covar, x0.mean(axis=0), x0_covar)
+    shape = (B, steps)
+    Fm, fv, covar = (a.reshape(*shape, *a.shape[1:]) for a in (Fm, fv, covar))
+    result = []
+    for i, b in enumerate(batches):
+        x0 = b.X[:, 0]
+        x0_covar = np.diag(np.maximum(x0.var(axis=0), initial_state_var))
+        result.append(LinearGaussianDynamics(Fm[i], fv[i], covar[i], x0.mean(axis=0), x0_covar))
+    return result
 
 
 def _solve_regression(A: np.ndarray, B: np.ndarray, regularization: float) -> np.ndarray:
@@ -153,6 +190,6 @@ def _solve_regression(A: np.ndarray, B: np.ndarray, regularization: float) -> np
             "fit_dynamics: singular regression, retrying with a larger ridge "
             f"({ridge:g} relative); check for constant or duplicated state entries",
             UnderdeterminedFitWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         return np.linalg.solve(A + ridge * scale * np.eye(n), B)

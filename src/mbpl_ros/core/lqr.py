@@ -14,11 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-
-def _sym(A: np.ndarray) -> np.ndarray:
-    """Symmetric part of a stack of square matrices (..., n, n)."""
-    return 0.5 * (A + np.swapaxes(A, -1, -2))
+from scipy.linalg import lapack
 
 
 def _mv(A: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -77,42 +73,124 @@ def backward_pass(
 
     Returns:
         The gains minimising the expected cost-to-go, u_t = K_t x_t + k_t, and Q_uu per step. A
-        condition whose Q_uu is not positive definite at some step is flagged in ``failed`` and
-        carried on with Q_uu replaced by the identity, so the other conditions are unaffected.
+        condition whose Q_uu is not positive definite at some step is flagged in ``failed`` (its
+        results are meaningless) and carried on as if Q_uu were the identity, so the other
+        conditions are unaffected.
+    """
+    return backward_pass_augmented(augment_dynamics(Fm, fv), augment_cost(Cm, cv))
+
+
+def augment_dynamics(Fm: np.ndarray, fv: np.ndarray) -> np.ndarray:
+    """Dynamics on homogeneous coordinates: [1; x'] = F_aug [1; x; u]; (M, T-1, dX+1, D+1)."""
+    M, n, dX, D = Fm.shape
+    F = np.zeros((M, n, dX + 1, D + 1))
+    F[..., 0, 0] = 1.0
+    F[..., 1:, 0] = fv
+    F[..., 1:, 1:] = Fm
+    return F
+
+
+def augment_cost(Cm: np.ndarray, cv: np.ndarray) -> np.ndarray:
+    """Cost on homogeneous coordinates z_aug = [1; z]: 1/2 z_aug^T C z_aug = cv.z + 1/2 z^T Cm z.
+
+    Returns (M, T, D+1, D+1); the constant term is left out.
     """
     M, T, D, _ = Cm.shape
-    dX = Fm.shape[-2]
-    dU = D - dX
-    K = np.zeros((M, T, dU, dX))
-    k = np.zeros((M, T, dU))
-    Quu_all = np.zeros((M, T, dU, dU))
+    C = np.zeros((M, T, D + 1, D + 1))
+    C[..., 1:, 0] = cv
+    C[..., 0, 1:] = cv
+    C[..., 1:, 1:] = Cm
+    return C
+
+
+def backward_pass_augmented(F: np.ndarray, C: np.ndarray) -> BackwardPassResult:
+    """:func:`backward_pass` on homogeneous coordinates (see :func:`augment_dynamics`,
+    :func:`augment_cost`): the value function [1; x]^T V [1; x] / 2 carries gradient and
+    Hessian in one matrix, so each step is three matrix products, a Cholesky test and a solve.
+    """
+    M, T, D1, _ = C.shape
+    dX1 = F.shape[-2]  # dX + 1
+    dU = D1 - dX1
+    gains = np.empty((M, T, dU, dX1))  # [k | K]
+    Quu_all = np.empty((M, T, dU, dU))
     failed = np.zeros(M, dtype=bool)
-    Vxx = np.zeros((M, dX, dX))
-    vx = np.zeros((M, dX))
-    eye_u = np.eye(dU)
+    V = np.zeros((M, dX1, dX1))
     for t in range(T - 1, -1, -1):
-        Q = Cm[:, t]
-        q = cv[:, t]
         if t < T - 1:
-            F = Fm[:, t]
-            FT = np.swapaxes(F, -1, -2)
-            Q = Q + FT @ Vxx @ F
-            q = q + _mv(FT, vx + _mv(Vxx, fv[:, t]))
-        Q = _sym(Q)
-        Quu = Q[:, dX:, dX:]
-        ok = positive_definite(Quu)
-        if not ok.all():
-            failed |= ~ok
-            Quu = np.where(ok[:, None, None], Quu, eye_u)
-        rhs = np.concatenate([Q[:, dX:, :dX], q[:, dX:, None]], axis=-1)
-        sol = np.linalg.solve(Quu, rhs)
-        K[:, t] = -sol[..., :dX]
-        k[:, t] = -sol[..., dX]
+            Ft = F[:, t]
+            Q = C[:, t] + np.swapaxes(Ft, -1, -2) @ (V @ Ft)
+        else:
+            Q = C[:, t]
+        Quu = Q[:, dX1:, dX1:]
+        rhs = -Q[:, dX1:, :dX1]
+        # LAPACK posv: Cholesky (which fails unless Q_uu is positive definite) and solve in one.
+        for m in range(M):
+            _, G, info = lapack.dposv(Quu[m], rhs[m], lower=1)
+            if info != 0:  # not positive definite: carry on as if Q_uu were I (result discarded)
+                failed[m] = True
+                G = rhs[m]
+            gains[m, t] = G
         Quu_all[:, t] = Quu
-        Qxu = Q[:, :dX, dX:]
-        Vxx = _sym(Q[:, :dX, :dX] + Qxu @ K[:, t])
-        vx = q[:, :dX] + _mv(Qxu, k[:, t])
-    return BackwardPassResult(K=K, k=k, Quu=Quu_all, Vxx=Vxx, vx=vx, failed=failed)
+        V = Q[:, :dX1, :dX1] + Q[:, :dX1, dX1:] @ gains[:, t]
+        V = 0.5 * (V + np.swapaxes(V, -1, -2))
+    return BackwardPassResult(K=gains[..., 1:], k=gains[..., 0], Quu=Quu_all, Vxx=V[:, 1:, 1:],
+                              vx=V[:, 1:, 0], failed=failed)
+
+
+def state_marginals(
+    K: np.ndarray,
+    k: np.ndarray,
+    covar: np.ndarray,
+    Fm: np.ndarray,
+    fv: np.ndarray,
+    dyn_covar: np.ndarray,
+    x0_mean: np.ndarray,
+    x0_covar: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian state marginals p(x_t) = N(mu_t, sigma_t) of controller + dynamics.
+
+    Under the closed loop x' = (Fx + Fu K) x + Fu k + f + Fu e + w, with e ~ N(0, covar) and
+    w ~ N(0, dyn_covar), whose matrices are formed for all steps at once.
+
+    Args:
+        K: (M, T, dU, dX), k: (M, T, dU), covar: (M, T, dU, dU) controller.
+        Fm: (M, T-1, dX, D), fv: (M, T-1, dX), dyn_covar: (M, T-1, dX, dX) dynamics.
+        x0_mean: (M, dX), x0_covar: (M, dX, dX) initial state distribution.
+
+    Returns:
+        mu (M, T, dX) and sigma (M, T, dX, dX).
+    """
+    M, T, dU, dX = K.shape
+    Fx, Fu = Fm[..., :dX], Fm[..., dX:]
+    A = Fx + Fu @ K[:, :-1]
+    b = _mv(Fu, k[:, :-1]) + fv
+    W = Fu @ covar[:, :-1] @ np.swapaxes(Fu, -1, -2) + dyn_covar
+    AT = np.swapaxes(A, -1, -2)
+    mu = np.empty((M, T, dX))
+    sigma = np.empty((M, T, dX, dX))
+    mu[:, 0] = x0_mean
+    sigma[:, 0] = x0_covar
+    for t in range(T - 1):
+        mu[:, t + 1] = _mv(A[:, t], mu[:, t]) + b[:, t]
+        S = A[:, t] @ sigma[:, t] @ AT[:, t] + W[:, t]
+        sigma[:, t + 1] = 0.5 * (S + np.swapaxes(S, -1, -2))
+    return mu, sigma
+
+
+def joint_marginals(
+    mu_x: np.ndarray, sigma_x: np.ndarray, K: np.ndarray, k: np.ndarray, covar: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """State-action marginals (M, T, D), (M, T, D, D) from state marginals and the controller."""
+    dX = mu_x.shape[-1]
+    D = dX + k.shape[-1]
+    mu = np.concatenate([mu_x, _mv(K, mu_x) + k], axis=-1)
+    KS = K @ sigma_x
+    sigma = np.empty((*sigma_x.shape[:-2], D, D))
+    sigma[..., :dX, :dX] = sigma_x
+    sigma[..., dX:, :dX] = KS
+    sigma[..., :dX, dX:] = np.swapaxes(KS, -1, -2)
+    sigma[..., dX:, dX:] = KS @ np.swapaxes(K, -1, -2) + covar
+    return mu, sigma
 
 
 def forward_pass(
@@ -127,34 +205,10 @@ def forward_pass(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian state-action marginals p(z_t) = N(mu_t, sigma_t) of controller + dynamics.
 
-    Args:
-        K: (M, T, dU, dX), k: (M, T, dU), covar: (M, T, dU, dU) controller.
-        Fm: (M, T-1, dX, D), fv: (M, T-1, dX), dyn_covar: (M, T-1, dX, dX) dynamics.
-        x0_mean: (M, dX), x0_covar: (M, dX, dX) initial state distribution.
-
-    Returns:
-        mu (M, T, D) and sigma (M, T, D, D).
+    Same arguments as :func:`state_marginals`. Returns mu (M, T, D) and sigma (M, T, D, D).
     """
-    M, T, dU, dX = K.shape
-    D = dX + dU
-    mu = np.empty((M, T, D))
-    sigma = np.empty((M, T, D, D))
-    mx = x0_mean
-    Sx = x0_covar
-    for t in range(T):
-        Kt = K[:, t]
-        KS = Kt @ Sx
-        sigma[:, t, :dX, :dX] = Sx
-        sigma[:, t, dX:, :dX] = KS
-        sigma[:, t, :dX, dX:] = np.swapaxes(KS, -1, -2)
-        sigma[:, t, dX:, dX:] = KS @ np.swapaxes(Kt, -1, -2) + covar[:, t]
-        mu[:, t, :dX] = mx
-        mu[:, t, dX:] = _mv(Kt, mx) + k[:, t]
-        if t < T - 1:
-            F = Fm[:, t]
-            mx = _mv(F, mu[:, t]) + fv[:, t]
-            Sx = _sym(F @ sigma[:, t] @ np.swapaxes(F, -1, -2) + dyn_covar[:, t])
-    return mu, sigma
+    mu_x, sigma_x = state_marginals(K, k, covar, Fm, fv, dyn_covar, x0_mean, x0_covar)
+    return joint_marginals(mu_x, sigma_x, K, k, covar)
 
 
 def expected_cost(

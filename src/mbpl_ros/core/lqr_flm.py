@@ -29,7 +29,7 @@ from threadpoolctl import ThreadpoolController
 
 from .controllers import LinearGaussianController
 from .costs import Cost
-from .dynamics import LinearGaussianDynamics, fit_dynamics
+from .dynamics import LinearGaussianDynamics, fit_dynamics_batch
 from .errors import CheckpointError, CoreError, MismatchError
 from .prior import DynamicsPriorGMM, PriorConfig
 from .samples import SampleBatch
@@ -265,10 +265,8 @@ class LQRFLM:
                 em_iterations = self.prior.em_iterations
             prior_done = time.perf_counter()
             prior = self.prior if cfg.use_prior else None
-            dynamics = [
-                fit_dynamics(b, prior, cfg.dynamics_regularization, cfg.initial_state_var)
-                for b in batches
-            ]
+            dynamics = fit_dynamics_batch(batches, prior, cfg.dynamics_regularization,
+                                          cfg.initial_state_var)
             fit_done = time.perf_counter()
 
             models, sample_costs = zip(

@@ -202,12 +202,17 @@ class DynamicsPriorGMM:
 
     def _em(self, groups: list[np.ndarray], data: np.ndarray, n_clusters: int,
             reg: float) -> tuple[GaussianMixture, list[float]]:
-        """Run EM from the previous mixture (same size) or a fresh initialisation."""
+        """Run EM from the previous mixture (same size) or a fresh initialisation.
+
+        scikit-learn stops on an absolute change of the mean log-likelihood, fixed per call; it
+        is set from the best available scale of the log-likelihood (the previous fit's, or the
+        initial guess's) and, should the rule |change| < rel_tol |ll| not hold at the value EM
+        reached, EM continues with the updated scale.
+        """
         cfg = self.config
-        history: list[float] = []
         gmm = self._gmm
         if gmm is None or gmm.n_components != n_clusters or gmm.reg_covar != reg:
-            weights, means, covariances = _segment_init(groups, n_clusters, reg)
+            weights, means, covariances, scale = _segment_init(groups, n_clusters, reg)
             gmm = GaussianMixture(
                 n_components=n_clusters,
                 covariance_type="full",
@@ -217,13 +222,18 @@ class DynamicsPriorGMM:
                 means_init=means,
                 precisions_init=_inverse(covariances, reg),
             )
-            # A few iterations first give the scale of the log-likelihood for the relative stopping
-            # rule (the value at the initial guess can be off by orders of magnitude).
-            history.extend(_run_em(gmm, data, min(3, cfg.max_em_iterations), 0.0))
-        remaining = cfg.max_em_iterations - len(history)
-        if remaining > 0:
-            tol = cfg.em_relative_tol * max(abs(gmm.lower_bound_), 1e-12)
-            history.extend(_run_em(gmm, data, remaining, tol))
+        else:
+            scale = gmm.lower_bound_
+        history: list[float] = []
+        rel = cfg.em_relative_tol
+        while len(history) < cfg.max_em_iterations:
+            tol = rel * max(abs(scale), 1e-12)
+            history.extend(_run_em(gmm, data, cfg.max_em_iterations - len(history), tol))
+            if len(history) >= 2 and abs(history[-1] - history[-2]) < rel * abs(history[-1]):
+                break
+            if abs(scale - history[-1]) <= 1e-12 * max(abs(scale), 1.0):
+                break  # the scale did not change: scikit-learn stopped for another reason
+            scale = history[-1]
         return gmm, history
 
     def eval(self, points: np.ndarray) -> NIWPrior:
@@ -330,7 +340,7 @@ def _inverse(covariances: np.ndarray, floor: float) -> np.ndarray:
 
 def _segment_init(
     groups: list[np.ndarray], n_clusters: int, regularization: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Initial mixture from contiguous stretches of time.
 
     The conditions' horizons are laid end to end and cut into ``n_clusters`` equal stretches;
@@ -342,7 +352,8 @@ def _segment_init(
         groups: per condition, points (n, T-1, D).
 
     Returns:
-        weights (K,), means (K, D), covariances (K, D, D).
+        weights (K,), means (K, D), covariances (K, D, D), and a guess of the mean log-likelihood
+        per point (that of the hard assignment to the stretches).
     """
     steps = groups[0].shape[1]
     D = groups[0].shape[-1]
@@ -363,4 +374,7 @@ def _segment_init(
     covariances = outer / counts[:, None, None] - means_c[:, :, None] * means_c[:, None, :]
     covariances = 0.5 * (covariances + np.swapaxes(covariances, -1, -2))
     covariances += regularization * np.eye(D)
-    return counts / counts.sum(), means_c + centre, covariances
+    weights = counts / counts.sum()
+    logdet = np.linalg.slogdet(covariances)[1]
+    guess = weights @ (np.log(weights) - 0.5 * (D * np.log(2 * np.pi) + logdet + D))
+    return weights, means_c + centre, covariances, float(guess)

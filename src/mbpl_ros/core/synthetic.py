@@ -72,15 +72,36 @@ def random_linear_system(
     return LinearSystem(A, B, c, noise_std * np.eye(dX))
 
 
+@dataclass(frozen=True)
+class ArmLikeSystem(LinearSystem):
+    """A :class:`LinearSystem` whose state is an affine image x = S [q; qd] + s0 of joint states."""
+
+    S: np.ndarray
+    """(dX, 2 n_joints) embedding of the joint state."""
+    s0: np.ndarray
+    """(dX,) offset of the embedding (end-effector points at q = 0, minus their targets)."""
+
+    def state(self, q: np.ndarray, qd: np.ndarray | None = None) -> np.ndarray:
+        """The full state (dX,) of joint positions q and velocities qd (default 0)."""
+        qd = np.zeros_like(q) if qd is None else qd
+        return self.S @ np.concatenate([q, qd]) + self.s0
+
+
 def arm_like_system(
-    layout: StateLayout, dt: float, rng: np.random.Generator, noise_std: float = 0.02,
-) -> LinearSystem:
+    layout: StateLayout,
+    dt: float,
+    rng: np.random.Generator,
+    noise_std: float = 0.02,
+    sensor_std: float = 0.0,
+) -> ArmLikeSystem:
     """A stable linear stand-in for an arm, with the state structure of ``layout``.
 
     Each joint is a damped spring-mass driven by coupled torques (q' = q + dt qd,
     qd' = qd + dt (B u - kappa q - d qd)); the end-effector points are a fixed linear map of the
     joint positions, ee = J q + e0 (and their velocities J qd), so like on a real arm the state
-    lies on a 2 n_joints-dimensional affine subspace. Process noise enters the joint velocities.
+    lies on a 2 n_joints-dimensional affine subspace. Process noise (``noise_std``, per sqrt(s))
+    enters the joint velocities; ``sensor_std`` adds independent noise to every state entry, which
+    breaks that exact degeneracy the way the nonlinear kinematics and sensors of a real arm do.
     """
     n, P = layout.n_joints, layout.n_points
     stiffness = rng.uniform(0.5, 2.0, n)
@@ -93,7 +114,6 @@ def arm_like_system(
     Bz = np.vstack([np.zeros((n, n)), dt * Bq])
     J = 0.3 * rng.standard_normal((3 * P, n))
     e0 = 0.3 * rng.standard_normal(3 * P)
-    # x = S z + s0 with z = [q; qd].
     S = np.zeros((layout.dim, 2 * n))
     S[layout.joint_positions, :n] = np.eye(n)
     S[layout.joint_velocities, n:] = np.eye(n)
@@ -101,11 +121,13 @@ def arm_like_system(
     S[layout.ee_velocities, n:] = J
     s0 = np.zeros(layout.dim)
     s0[layout.ee_points] = e0
-    S_pinv = np.linalg.pinv(S)
-    A = S @ Az @ S_pinv
+    A = S @ Az @ np.linalg.pinv(S)
     c = s0 - A @ s0
     Gz = np.vstack([np.zeros((n, n)), noise_std * np.sqrt(dt) * np.eye(n)])
-    return LinearSystem(A, S @ Bz, c, S @ Gz)
+    G = S @ Gz
+    if sensor_std > 0:
+        G = np.hstack([G, sensor_std * np.eye(layout.dim)])
+    return ArmLikeSystem(A, S @ Bz, c, G, S, s0)
 
 
 def rollout(
@@ -140,6 +162,16 @@ def collect(
     rng: np.random.Generator,
     smooth_sigma: float = 0.0,
 ) -> SampleBatch:
-    """``n`` trials from x0 as a :class:`SampleBatch`."""
-    trials = [rollout(system, controller, x0, rng, smooth_sigma) for _ in range(n)]
-    return SampleBatch(np.stack([X for X, _ in trials]), np.stack([U for _, U in trials]))
+    """``n`` trials from x0 (as :func:`rollout`, all trials stepped together)."""
+    T, dX, dU = controller.T, system.dX, system.dU
+    noise = np.stack([smoothed_noise(rng, T, dU, smooth_sigma) for _ in range(n)])
+    k = controller.k + np.einsum("tij,ntj->nti", controller.chol, noise)  # folded, per trial
+    X = np.empty((n, T, dX))
+    U = np.empty((n, T, dU))
+    x = np.broadcast_to(np.asarray(x0, dtype=float), (n, dX))
+    for t in range(T):
+        X[:, t] = x
+        U[:, t] = x @ controller.K[t].T + k[:, t]
+        w = rng.standard_normal((n, system.G.shape[1]))
+        x = x @ system.A.T + U[:, t] @ system.B.T + system.c + w @ system.G.T
+    return SampleBatch(X, U)

@@ -22,7 +22,15 @@ from .controllers import LinearGaussianController
 from .costs import Cost
 from .dynamics import LinearGaussianDynamics
 from .errors import MismatchError
-from .lqr import backward_pass, conditional_kl, expected_cost, forward_pass
+from .lqr import (
+    augment_cost,
+    augment_dynamics,
+    backward_pass_augmented,
+    conditional_kl,
+    expected_cost,
+    forward_pass,
+    state_marginals,
+)
 
 
 @dataclass(frozen=True)
@@ -66,15 +74,22 @@ def quadratic_cost_from_samples(
         The (T,)-step :class:`QuadraticCost` and the sample costs (N, T).
     """
     exp = cost.eval(X, U)
-    Z = np.concatenate([X, U], axis=-1)
-    g = np.concatenate([exp.lx, exp.lu], axis=-1)
-    top = np.concatenate([exp.lxx, np.swapaxes(exp.lux, -1, -2)], axis=-1)
-    bottom = np.concatenate([exp.lux, exp.luu], axis=-1)
-    H = np.concatenate([top, bottom], axis=-2)
-    Hz = (H @ Z[..., None])[..., 0]
-    cc = exp.l - np.sum(g * Z, axis=-1) + 0.5 * np.sum(Hz * Z, axis=-1)
-    cv = g - Hz
-    return QuadraticCost(cc.mean(axis=0), cv.mean(axis=0), H.mean(axis=0)), exp.l
+    dX = X.shape[-1]
+    # H z per sample, by blocks: [lxx x + lux^T u; lux x + luu u].
+    Hz_x = (exp.lxx @ X[..., None])[..., 0] + (U[..., None, :] @ exp.lux)[..., 0, :]
+    Hz_u = (exp.lux @ X[..., None])[..., 0] + (exp.luu @ U[..., None])[..., 0]
+    gz = np.sum(exp.lx * X, axis=-1) + np.sum(exp.lu * U, axis=-1)
+    zHz = np.sum(Hz_x * X, axis=-1) + np.sum(Hz_u * U, axis=-1)
+    cc = (exp.l - gz + 0.5 * zHz).mean(axis=0)
+    cv = np.concatenate([(exp.lx - Hz_x).mean(axis=0), (exp.lu - Hz_u).mean(axis=0)], axis=-1)
+    T, dU = U.shape[-2], U.shape[-1]
+    Cm = np.empty((T, dX + dU, dX + dU))
+    Cm[:, :dX, :dX] = exp.lxx.mean(axis=0)
+    Cm[:, dX:, dX:] = exp.luu.mean(axis=0)
+    lux = exp.lux.mean(axis=0)
+    Cm[:, dX:, :dX] = lux
+    Cm[:, :dX, dX:] = np.swapaxes(lux, -1, -2)
+    return QuadraticCost(cc, cv, Cm), exp.l
 
 
 @dataclass(frozen=True)
@@ -153,20 +168,28 @@ def trajectory_kl(
 
     The sum over steps of the action-conditional KL averaged over p's state marginals.
     """
-    mu, sigma = marginals(new, dyn)
-    dX = new.K.shape[-1]
-    per_step = conditional_kl(mu[..., :dX], sigma[..., :dX, :dX], new.K, new.k, new.covar,
-                              ref.K, ref.k, ref.precision)
+    mu, sigma = state_marginals(new.K, new.k, new.covar, dyn.Fm, dyn.fv, dyn.covar,
+                                dyn.x0_mean, dyn.x0_covar)
+    per_step = conditional_kl(mu, sigma, new.K, new.k, new.covar, ref.K, ref.k, ref.precision)
     return per_step.sum(axis=-1)
+
+
+def kl_penalty(prev: StackedControllers) -> np.ndarray:
+    """-log p_bar(u|x) as a quadratic on z_aug = [1; x; u] (up to a constant), (M, T, D+1, D+1).
+
+    -log p_bar(u|x) = 1/2 r^T P r + const with r = u - K x - k = R z_aug, R = [-k, -K, I], so its
+    Hessian is R^T P R.
+    """
+    M, T, dU, dX = prev.K.shape
+    R = np.concatenate([-prev.k[..., None], -prev.K, np.broadcast_to(np.eye(dU), (M, T, dU, dU))],
+                       axis=-1)
+    return np.swapaxes(R, -1, -2) @ prev.precision @ R
 
 
 def kl_augmented_cost(
     cost: QuadraticCost, prev: StackedControllers, eta: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Hessian and gradient of c/eta - log p_bar(u|x) (up to a constant).
-
-    -log p_bar(u|x) = 1/2 (u - K x - k)^T P (u - K x - k) + const contributes
-    [[K^T P K, -K^T P], [-P K, P]] and [K^T P k; -P k].
 
     Args:
         cost: (M, T, ...) quadratic cost model.
@@ -176,15 +199,9 @@ def kl_augmented_cost(
     Returns:
         Cm (M, T, D, D), cv (M, T, D).
     """
-    K, k, P = prev.K, prev.k, prev.precision
-    KT = np.swapaxes(K, -1, -2)
-    KTP = KT @ P
-    top = np.concatenate([KTP @ K, -KTP], axis=-1)
-    bottom = np.concatenate([-np.swapaxes(KTP, -1, -2), P], axis=-1)
-    Pk = (P @ k[..., None])[..., 0]
-    Cm = cost.Cm / eta[:, None, None, None] + np.concatenate([top, bottom], axis=-2)
-    cv = cost.cv / eta[:, None, None] + np.concatenate([(KT @ Pk[..., None])[..., 0], -Pk],
-                                                        axis=-1)
+    penalty = kl_penalty(prev)
+    Cm = cost.Cm / eta[:, None, None, None] + penalty[..., 1:, 1:]
+    cv = cost.cv / eta[:, None, None] + penalty[..., 1:, 0]
     return Cm, cv
 
 
@@ -305,6 +322,8 @@ def optimize_trajectories(
         )
     ref = StackedControllers.of(prev)
     dyn = StackedDynamics.of(dynamics)
+    problem = _Problem(augment_dynamics(dyn.Fm, dyn.fv), augment_cost(cost.Cm, cost.cv),
+                       kl_penalty(ref))
     eps = np.asarray(kl_target, dtype=float)
     log_min, log_max = math.log(cfg.min_eta), math.log(cfg.max_eta)
     eta = np.clip(np.asarray(eta0, dtype=float), cfg.min_eta, cfg.max_eta)
@@ -320,8 +339,7 @@ def optimize_trajectories(
     for _ in range(cfg.max_iterations):
         if active.size == 0:
             break
-        result, eta_used, n_passes, given_up = _solve_pd(
-            cost, ref, dyn, eta, active, log_floor, cfg)
+        result, eta_used, n_passes, given_up = _solve_pd(problem, eta, active, log_floor, cfg)
         passes += n_passes
         eta[active] = eta_used
         for m in active[given_up]:
@@ -337,7 +355,8 @@ def optimize_trajectories(
         sub = np.flatnonzero(~given_up)
         new = StackedControllers(result.K[sub], result.k[sub], np.linalg.inv(result.Quu[sub]),
                                  result.Quu[sub])
-        kl = trajectory_kl(new, ref.take(keep), dyn.take(keep))
+        kl = trajectory_kl(new, ref, dyn) if keep.size == M else \
+            trajectory_kl(new, ref.take(keep), dyn.take(keep))
         still = []
         for j, m in enumerate(keep):
             kl_m, eps_m, log_eta = kl[j], eps[m], math.log(eta[m])
@@ -388,16 +407,25 @@ def _keep_best(best: list, m: int, kl: float, eps: float, eta: float, candidate:
         best[m] = (kl, eta, candidate)
 
 
-def _solve_pd(cost: QuadraticCost, ref: StackedControllers, dyn: StackedDynamics,
-              eta: np.ndarray, active: np.ndarray, log_floor: np.ndarray, cfg: DualConfig):
+@dataclass(frozen=True)
+class _Problem:
+    """The eta-independent arrays of a trajectory optimisation, in homogeneous coordinates."""
+
+    F: np.ndarray
+    """(M, T-1, dX+1, D+1) dynamics, see :func:`~.lqr.augment_dynamics`."""
+    C: np.ndarray
+    """(M, T, D+1, D+1) cost, see :func:`~.lqr.augment_cost`."""
+    penalty: np.ndarray
+    """(M, T, D+1, D+1) -log p_bar(u|x), see :func:`kl_penalty`."""
+
+
+def _solve_pd(problem: _Problem, eta: np.ndarray, active: np.ndarray, log_floor: np.ndarray,
+              cfg: DualConfig):
     """Backward passes for ``active`` conditions, raising eta where Q_uu is not PD.
 
     Returns the pass result (rows in ``active`` order), the etas used, the number of batched
     passes, and a mask of conditions given up (no PD solution up to max_eta).
     """
-    sub_cost = QuadraticCost(cost.cc[active], cost.cv[active], cost.Cm[active])
-    sub_ref = ref.take(active)
-    sub_dyn = dyn.take(active)
     eta_used = eta[active].copy()
     increase = np.full(active.size, cfg.eta_increase0)
     given_up = np.zeros(active.size, dtype=bool)
@@ -405,9 +433,9 @@ def _solve_pd(cost: QuadraticCost, ref: StackedControllers, dyn: StackedDynamics
     passes = 0
     K = k = Quu = None
     while todo.size:
-        c = QuadraticCost(sub_cost.cc[todo], sub_cost.cv[todo], sub_cost.Cm[todo])
-        Cm, cv = kl_augmented_cost(c, sub_ref.take(todo), eta_used[todo])
-        res = backward_pass(sub_dyn.Fm[todo], sub_dyn.fv[todo], Cm, cv)
+        rows = active[todo]
+        C = problem.C[rows] / eta_used[todo, None, None, None] + problem.penalty[rows]
+        res = backward_pass_augmented(problem.F[rows], C)
         passes += 1
         if K is None:
             K, k, Quu = res.K.copy(), res.k.copy(), res.Quu.copy()
