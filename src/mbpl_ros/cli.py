@@ -15,6 +15,8 @@ from pathlib import Path
 
 NODES = {
     "sim_bridge": "mbpl_ros.nodes.sim_bridge",
+    "dynamics_fitter": "mbpl_ros.nodes.dynamics_fitter",
+    "gps_trainer": "mbpl_ros.nodes.gps_trainer",
 }
 BENCHES = {
     "sim": "mbpl_ros.bench.sim",
@@ -26,8 +28,13 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=["reach", "peg"], default="peg")
     parser.add_argument("--backend", choices=["mujoco", "pybullet"], default="mujoco")
     parser.add_argument("--algorithm", choices=["lqr-flm"], default="lqr-flm")
-    parser.add_argument("--graph", choices=["direct"], default="direct",
-                        help="direct: sample the simulator in-process")
+    parser.add_argument("--graph", choices=["direct", "ros"], default="direct",
+                        help="direct: sample the simulator in-process; ros: run the ROS 2 node "
+                             "graph (sim bridges, estimators, executors, fitter, trainer)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="--graph ros: simulated arms running trials in parallel")
+    parser.add_argument("--resume", action="store_true",
+                        help="--graph ros: continue the stopped session in --out")
     parser.add_argument("--conditions", type=int, default=4, help="training conditions")
     parser.add_argument("--samples", type=int, default=5, help="noisy trials per condition")
     parser.add_argument("--iterations", type=int, default=10)
@@ -48,8 +55,15 @@ def default_run_dir() -> Path:
 def cmd_train(args: argparse.Namespace) -> int:
     from mbpl_ros.training import TrainConfig, train
 
+    if args.resume and args.out is None:
+        raise SystemExit("--resume needs --out (the run directory of the stopped session)")
     config = TrainConfig.from_args(args)
-    summary = train(config)
+    if config.graph == "ros":
+        from mbpl_ros.training.ros_graph import train as train_ros
+
+        summary = train_ros(config)
+    else:
+        summary = train(config)
     print(f"wrote {config.out}/summary.json")
     last = summary["iterations"][-1] if summary["iterations"] else None
     if last is not None:

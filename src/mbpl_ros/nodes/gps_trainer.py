@@ -1,0 +1,612 @@
+"""gps_trainer: LQR-FLM iterations run through the ROS graph, one training session per process.
+
+Every iteration, in order:
+  1. sampling    N noisy trials per condition through the controller executors' ``RunTrial``
+                 action (``<namespace>/controller_executor/run_trial``; several namespaces run
+                 trials in parallel). The exploration noise is drawn here from a generator
+                 seeded by (seed, iteration, condition, sample) and folded into k, so the
+                 executor runs a deterministic controller and the rollout is exactly what it
+                 applied. Each rollout is recorded to the session's MCAP bag (``<out>/rollouts``)
+                 before it is used. An aborted trial (executor abort, timeout, executor
+                 unavailable, malformed result) is recorded with its reason, kept out of the fit,
+                 listed in the summary and retried up to ``trial_retries`` times.
+  2. fitting     the iteration's rollouts go to the dynamics_fitter (``FitIteration``), which keeps
+                 the buffers and the GMM prior across iterations and returns one fitted dynamics per
+                 condition.
+  3. optimising  ``LQRFLM.iteration(batches, cost, dynamics=fitted)``.
+  4. evaluating  one noiseless trial per condition with the new controllers.
+  5. done        checkpoint: summary.json, controllers.npz (``LQRFLM.save``), training.png;
+                 ``training_status`` (mbpl_interfaces/TrainingStatus) is published at every phase
+                 and recorded in the bag.
+
+Resume (``resume: true``): the algorithm is restored from controllers.npz, the summary is cut to
+the checkpointed iterations, the fitter's state is rebuilt by replaying the recorded rollouts of
+those iterations (``FitIteration`` with ``reset``/``fit: false``), and every trial already
+recorded without abort in the interrupted iteration is reused instead of re-run (its noise is
+reproducible from the seed, so the slot is the same trial). The same replay runs whenever the
+fitter answers ``needs_replay`` (it was restarted).
+
+The summary has the format of ``mbpl train --graph direct`` (shared code in
+:mod:`mbpl_ros.training.direct`), plus per iteration ``aborted`` (trial id, condition, reason,
+worker) and the running count ``aborted_trials``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from queue import Queue
+
+import numpy as np
+import rclpy
+from action_msgs.msg import GoalStatus
+from mbpl_interfaces.action import RunTrial
+from mbpl_interfaces.msg import Rollout, TrainingStatus
+from mbpl_interfaces.srv import FitIteration
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.action import ActionClient
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+from mbpl_ros.conversions import (
+    MessageError,
+    controller_to_msg,
+    dynamics_from_msg,
+    rollout_from_msg,
+)
+from mbpl_ros.core.controllers import LinearGaussianController, smoothed_noise
+from mbpl_ros.core.lqr_flm import LQRFLM, LQRFLMConfig
+from mbpl_ros.core.samples import SampleBatch
+from mbpl_ros.recording import BagWriter, read_messages
+from mbpl_ros.training.config import InitialControllerConfig, TrainConfig
+from mbpl_ros.training.direct import (
+    Evaluation,
+    iteration_record,
+    make_problem,
+    new_summary,
+    status_line,
+    write_run,
+)
+
+ROLLOUT_TOPIC = "/rollouts"
+EVAL_TOPIC = "/evaluation_rollouts"
+STATUS_TOPIC = "/training_status"
+BAG_DIR = "rollouts"
+_TRIAL_ID = re.compile(r"^i(\d+)-c(\d+)-(?:s(\d+)|(eval))-a(\d+)$")
+STATUS_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE,
+                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
+RESUME_KEYS = ("task", "backend", "conditions", "samples", "horizon", "dt", "seed", "urdf",
+               "ee_link", "noise_smoothing")
+"""Settings a resumed session must share with the stopped one (iterations may grow)."""
+
+
+class TrainingError(RuntimeError):
+    """The session cannot go on (too few good trials, fitter failure, incompatible resume)."""
+
+
+class Shutdown(Exception):
+    """The ROS context was shut down (SIGINT) while waiting."""
+
+
+# ------------------------------------------------------------------------------- trials
+
+@dataclass(frozen=True)
+class Slot:
+    """One trial of the session: training sample ``sample`` (or the evaluation, sample None) of
+    ``condition`` in ``iteration``."""
+
+    iteration: int
+    condition: int
+    sample: int | None = None
+
+    def trial_id(self, attempt: int) -> str:
+        kind = "eval" if self.sample is None else f"s{self.sample}"
+        return f"i{self.iteration}-c{self.condition}-{kind}-a{attempt}"
+
+    @staticmethod
+    def parse(trial_id: str) -> tuple[Slot, int] | None:
+        match = _TRIAL_ID.match(trial_id)
+        if not match:
+            return None
+        i, m, s, _, a = match.groups()
+        return Slot(int(i), int(m), None if s is None else int(s)), int(a)
+
+
+@dataclass
+class Outcome:
+    """What came back for one attempt at a slot."""
+
+    slot: Slot
+    attempt: int
+    worker: str
+    msg: Rollout
+    X: np.ndarray | None = None
+    U: np.ndarray | None = None
+
+    @property
+    def aborted(self) -> bool:
+        return bool(self.msg.aborted)
+
+    @property
+    def reason(self) -> str:
+        return self.msg.abort_reason
+
+
+def _wait(future, timeout: float, context) -> bool:
+    """Wait for an rclpy future from a non-executor thread; False on timeout.
+
+    Raises:
+        Shutdown: the context went down meanwhile.
+    """
+    done = threading.Event()
+    future.add_done_callback(lambda _: done.set())
+    end = time.monotonic() + timeout
+    while not done.wait(0.05):
+        if not context.ok():
+            raise Shutdown
+        if time.monotonic() > end:
+            return future.done()
+    return True
+
+
+class TrialWorker:
+    """An action client to one arm's controller executor."""
+
+    def __init__(self, node: Node, namespace: str, action: str, group) -> None:
+        ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+        self.name = ns or "/"
+        self.action_name = f"{ns}/{action.lstrip('/')}"
+        self.node = node
+        self.client = ActionClient(node, RunTrial, self.action_name, callback_group=group)
+
+    def run(self, goal: RunTrial.Goal, timeout: float, server_timeout: float) -> tuple[
+            Rollout | None, str]:
+        """The result rollout, or (None or a partial rollout, abort reason)."""
+        context = self.node.context
+        if not self.client.wait_for_server(timeout_sec=server_timeout):
+            return None, f"executor {self.action_name} not available"
+        send = self.client.send_goal_async(goal)
+        if not _wait(send, server_timeout, context) or send.result() is None:
+            return None, f"executor {self.action_name} did not answer the goal"
+        handle = send.result()
+        if not handle.accepted:
+            return None, f"goal rejected by {self.action_name}"
+        result_future = handle.get_result_async()
+        if not _wait(result_future, timeout, context):
+            handle.cancel_goal_async()
+            return None, f"no result within {timeout:.0f} s (cancelled)"
+        wrapped = result_future.result()
+        result = wrapped.result
+        if wrapped.status != GoalStatus.STATUS_SUCCEEDED or not result.success \
+                or result.rollout.aborted:
+            reason = result.rollout.abort_reason or result.message or \
+                f"goal status {wrapped.status}"
+            return result.rollout, reason
+        return result.rollout, ""
+
+
+# ------------------------------------------------------------------------------- the node
+
+PARAMETERS = {
+    "task": ("reach", "reach or peg"),
+    "backend": ("mujoco", "simulator backend (recorded in the summary)"),
+    "urdf": ("", "robot description; empty: the project's arm7"),
+    "ee_link": ("", "end-effector link of urdf"),
+    "conditions": (2, "training conditions (the condition table of seed)"),
+    "samples": (5, "noisy trials per condition and iteration"),
+    "iterations": (10, "LQR-FLM iterations of the session"),
+    "horizon": (100, "policy steps T per trial"),
+    "dt": (0.05, "policy step, s"),
+    "seed": (0, "seeds the condition table and the exploration noise"),
+    "noise_smoothing": (2.0, "std of the temporal smoothing of exploration noise, steps"),
+    "out": ("", "run directory: summary.json, controllers.npz, plots, rollouts/ bag"),
+    "resume": (False, "continue the session in out from its last checkpoint"),
+    "namespaces": (["/"], "robot namespaces whose controller executors run trials"),
+    "executor_action": ("controller_executor/run_trial", "RunTrial action, relative to a "
+                        "namespace"),
+    "fitter_service": ("/dynamics_fitter/fit_iteration", "FitIteration service"),
+    "trial_retries": (2, "extra attempts of an aborted trial"),
+    "trial_timeout_s": (0.0, "result timeout per trial, s; 0: 60 + 10 * horizon * dt"),
+    "server_timeout_s": (30.0, "wait for an executor or the fitter to appear, s"),
+    "fit_timeout_s": (300.0, "wait for a fit, s"),
+    "kl_step": (0.2, "LQR-FLM base KL step per time step"),
+    "min_step_mult": (0.01, "lower bound of the step multiplier"),
+    "max_step_mult": (10.0, "upper bound of the step multiplier"),
+    "init_var": (1.0, "initial controller's action variance, (N m)^2"),
+    "stiffness": (1.0, "initial hold-x0 LQR: joint position weight"),
+    "stiffness_vel": (0.5, "initial hold-x0 LQR: relative velocity weight"),
+    "final_weight": (1.0, "initial hold-x0 LQR: final-step multiplier"),
+}
+
+
+def config_from_parameters(p: dict) -> TrainConfig:
+    """The session's :class:`TrainConfig` from the node's parameter values."""
+    if not p["out"]:
+        raise ValueError("out: expected the run directory, found ''")
+    namespaces = [n for n in p["namespaces"]] or ["/"]
+    return TrainConfig(
+        task=p["task"], backend=p["backend"], graph="ros", conditions=p["conditions"],
+        samples=p["samples"], iterations=p["iterations"], horizon=p["horizon"], dt=p["dt"],
+        seed=p["seed"], urdf=Path(p["urdf"]) if p["urdf"] else None,
+        ee_link=p["ee_link"] or None, out=Path(p["out"]), noise_smoothing=p["noise_smoothing"],
+        progress=False, workers=len(namespaces), resume=p["resume"],
+        trial_retries=p["trial_retries"],
+        initial=InitialControllerConfig(init_var=p["init_var"], stiffness=p["stiffness"],
+                                        stiffness_vel=p["stiffness_vel"],
+                                        final_weight=p["final_weight"]),
+        lqr=LQRFLMConfig(kl_step=p["kl_step"], min_step_mult=p["min_step_mult"],
+                         max_step_mult=p["max_step_mult"]))
+
+
+class GpsTrainer(Node):
+    """Parameters, clients and publishers of one session; :meth:`run` trains."""
+
+    def __init__(self, **node_kwargs) -> None:
+        super().__init__("gps_trainer", **node_kwargs)
+        p = {}
+        for name, (default, description) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+            p[name] = self.get_parameter(name).value
+        self.params = p
+        self.config = config_from_parameters(p)
+        self.namespaces = list(p["namespaces"]) or ["/"]
+        T = self.config.horizon
+        self.trial_timeout = p["trial_timeout_s"] or 60.0 + 10.0 * T * self.config.dt
+        self.server_timeout = p["server_timeout_s"]
+        self.fit_timeout = p["fit_timeout_s"]
+        group = ReentrantCallbackGroup()
+        self.workers = [TrialWorker(self, ns, p["executor_action"], group)
+                        for ns in self.namespaces]
+        self.fitter = self.create_client(FitIteration, p["fitter_service"], callback_group=group)
+        self.status_pub = self.create_publisher(TrainingStatus, "training_status", STATUS_QOS)
+
+    # ---------------------------------------------------------------- session set-up
+
+    def run(self) -> dict:
+        """Train; returns the summary (also in <out>/summary.json)."""
+        cfg = self.config
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        self.problem = make_problem(cfg, np.random.default_rng(cfg.seed))
+        layout = self.problem.layout
+        self.state_names = layout.names()
+        bag_path = cfg.out / BAG_DIR
+        if bag_path.exists() and not cfg.resume:
+            raise TrainingError(f"{cfg.out} already holds a session (rollouts/): resume it "
+                                "(--resume) or choose another run directory")
+        self.recorded: dict[Slot, list[Outcome]] = {}
+        if cfg.resume and bag_path.exists():
+            self._load_recorded(bag_path)
+        self.bag = BagWriter(bag_path)
+        self.bag_lock = threading.Lock()
+        algo, summary = self._restore_or_start()
+        self.algo = algo
+        start_iteration = algo.iterations_done
+        last = summary["iterations"][-1] if summary["iterations"] else {}
+        self.trials = last.get("trials", 0)
+        self.env_steps = last.get("env_steps", 0)
+        self.aborted_total = last.get("aborted_trials", 0)
+        self.wall_offset = last.get("wall_s", 0.0)
+        self.start = time.perf_counter()
+        log = self.get_logger()
+        log.info(f"session {cfg.out}: {cfg.task}, {cfg.conditions} conditions x {cfg.samples} "
+                 f"samples, T={cfg.horizon}, iterations {start_iteration}..{cfg.iterations - 1}, "
+                 f"workers {[w.action_name for w in self.workers]}")
+        if cfg.resume and start_iteration > 0:
+            self._replay_fitter(start_iteration)
+        for i in range(start_iteration, cfg.iterations):
+            self._iteration(i, summary)
+        self._publish_status(cfg.iterations - 1 if cfg.iterations else 0, "finished",
+                             summary["iterations"][-1] if summary["iterations"] else None)
+        return summary
+
+    def _restore_or_start(self) -> tuple[LQRFLM, dict]:
+        cfg, problem = self.config, self.problem
+        layout = problem.layout
+        checkpoint = cfg.out / "controllers.npz"
+        summary_path = cfg.out / "summary.json"
+        extra = {"workers": [w.name for w in self.workers], "recording": BAG_DIR}
+        if cfg.resume and checkpoint.exists() and summary_path.exists():
+            summary = json.loads(summary_path.read_text())
+            saved = summary.get("config", {})
+            new = cfg.to_dict()
+            diff = {k: (saved.get(k), new[k]) for k in RESUME_KEYS if saved.get(k) != new[k]}
+            if diff:
+                raise TrainingError(f"--resume: settings differ from the stopped session "
+                                    f"(saved, now): {diff}")
+            algo = LQRFLM.load(checkpoint, layout=layout, config=cfg.lqr)
+            done = algo.iterations_done
+            summary["iterations"] = summary["iterations"][:done]
+            summary["config"] = new
+            summary.update(extra)
+            summary.setdefault("resumed_at", []).append(done)
+            self.get_logger().info(f"resuming after iteration {done - 1} "
+                                   f"({sum(len(v) for v in self.recorded.values())} recorded "
+                                   "trials)")
+            return algo, summary
+        algo = LQRFLM(cfg.lqr, layout, layout.action_dim, cfg.horizon, cfg.dt, problem.initial)
+        return algo, new_summary(cfg, problem.setup.description, **extra)
+
+    def _load_recorded(self, bag_path: Path) -> None:
+        """Every recorded attempt of the stopped session, by slot."""
+        for _, msg, _ in read_messages(bag_path, [ROLLOUT_TOPIC, EVAL_TOPIC]):
+            parsed = Slot.parse(msg.trial_id)
+            if parsed is None:
+                continue
+            slot, attempt = parsed
+            outcome = Outcome(slot, attempt, "recorded", msg)
+            if not outcome.aborted:
+                self._check_rollout(outcome)
+            self.recorded.setdefault(slot, []).append(outcome)
+
+    # ---------------------------------------------------------------- one iteration
+
+    def _iteration(self, i: int, summary: dict) -> None:
+        cfg, problem, algo = self.config, self.problem, self.algo
+        M, N, T = cfg.conditions, cfg.samples, cfg.horizon
+        self.bag.split()
+        self._publish_status(i, "sampling")
+        controllers = algo.controllers
+        jobs = [(Slot(i, m, s), self._noisy(controllers[m], i, m, s))
+                for m in range(M) for s in range(N)]
+        results, aborted = self._run_slots(jobs)
+        good = [[results[Slot(i, m, s)] for s in range(N)
+                 if results[Slot(i, m, s)] is not None] for m in range(M)]
+        short = [m for m in range(M) if len(good[m]) < 2]
+        if short:
+            raise TrainingError(f"iteration {i}: conditions {short} have fewer than 2 good "
+                                f"trials after {cfg.trial_retries} retries; last reasons "
+                                f"{[a['reason'] for a in aborted][-3:]}")
+        self.trials += sum(len(g) for g in good)
+        self.env_steps += sum(len(g) for g in good) * T
+        batches = [SampleBatch(np.stack([o.X[:T] for o in g]), np.stack([o.U for o in g]))
+                   for g in good]
+
+        self._publish_status(i, "fitting")
+        dynamics = self._fit(i, [o.msg for g in good for o in g])
+        self._publish_status(i, "optimising")
+        report = algo.iteration(batches, problem.cost, dynamics=dynamics)
+
+        self._publish_status(i, "evaluating")
+        eval_jobs = [(Slot(i, m), c) for m, c in enumerate(algo.controllers)]
+        eval_results, eval_aborted = self._run_slots(eval_jobs, reuse=False)
+        evaluation = [self._evaluate(m, eval_results[Slot(i, m)]) for m in range(M)]
+        aborted += eval_aborted
+        self.aborted_total += len(aborted)
+        record = iteration_record(
+            i, report, evaluation, self.trials, self.env_steps,
+            self.wall_offset + time.perf_counter() - self.start,
+            aborted_trials=self.aborted_total, aborted=aborted,
+            fit_s=self._last_fit_s, prior_clusters=self._last_clusters)
+        summary["iterations"].append(record)
+        write_run(cfg, summary, algo)
+        self._publish_status(i, "done", record)
+        self.get_logger().info(status_line(record) + (f", {len(aborted)} aborted trials"
+                                                       if aborted else ""))
+
+    def _noisy(self, controller: LinearGaussianController, i: int, m: int,
+               s: int) -> LinearGaussianController:
+        """The controller with this slot's exploration noise folded into k (reproducible)."""
+        cfg = self.config
+        rng = np.random.default_rng([cfg.seed, i, m, s])
+        noise = smoothed_noise(rng, cfg.horizon, controller.dU, cfg.noise_smoothing)
+        return controller.fold_noise(noise)
+
+    def _evaluate(self, m: int, outcome: Outcome | None) -> Evaluation:
+        if outcome is None:
+            raise TrainingError(f"the evaluation trial of condition {m} aborted "
+                                f"{1 + self.config.trial_retries} times")
+        problem = self.problem
+        condition = problem.conditions[m]
+        q_final = outcome.X[-1][problem.layout.joint_positions]
+        points = problem.builder.kinematics.ee_points(q_final)
+        cost = float(np.sum(problem.cost.eval(outcome.X[:self.config.horizon], outcome.U).l))
+        return Evaluation(problem.setup.task.distance(points, condition),
+                          bool(problem.setup.task.success(points, condition)), cost)
+
+    # ---------------------------------------------------------------- running trials
+
+    def _run_slots(self, jobs: list[tuple[Slot, LinearGaussianController]],
+                   reuse: bool = True) -> tuple[dict[Slot, Outcome | None], list[dict]]:
+        """Run every slot (in parallel over the workers) until it succeeds or runs out of
+        attempts; reuse recorded good attempts (resume). Returns the good outcome per slot (None
+        if all attempts aborted) and the aborted attempts as summary entries."""
+        free: Queue[TrialWorker] = Queue()
+        for w in self.workers:
+            free.put(w)
+        results: dict[Slot, Outcome | None] = {}
+        aborted: list[dict] = []
+        lock = threading.Lock()
+
+        def note(outcome: Outcome) -> None:
+            with lock:
+                aborted.append({"trial_id": outcome.slot.trial_id(outcome.attempt),
+                                "condition": outcome.slot.condition, "reason": outcome.reason,
+                                "worker": outcome.worker})
+
+        def run(slot: Slot, controller: LinearGaussianController) -> None:
+            previous = self.recorded.get(slot, []) if reuse else []
+            for outcome in previous:
+                if not outcome.aborted:
+                    results[slot] = outcome
+                    return
+                note(outcome)
+            first = max((o.attempt + 1 for o in self.recorded.get(slot, [])), default=0)
+            for attempt in range(first, first + 1 + self.config.trial_retries):
+                worker = free.get()
+                outcome = None
+                try:
+                    outcome = self._attempt(worker, slot, attempt, controller)
+                finally:
+                    if outcome is not None and outcome.aborted and "not available" in \
+                            outcome.reason:
+                        time.sleep(1.0)  # a missing executor: let another worker take the next
+                    free.put(worker)
+                if not outcome.aborted:
+                    results[slot] = outcome
+                    return
+                note(outcome)
+                self.get_logger().warning(f"trial {slot.trial_id(attempt)} on {worker.name} "
+                                          f"aborted: {outcome.reason}")
+            results[slot] = None
+
+        with ThreadPoolExecutor(max_workers=len(self.workers)) as pool:
+            futures = [pool.submit(run, slot, c) for slot, c in jobs]
+            for f in futures:
+                f.result()
+        return results, aborted
+
+    def _attempt(self, worker: TrialWorker, slot: Slot, attempt: int,
+                 controller: LinearGaussianController) -> Outcome:
+        cfg = self.config
+        goal = RunTrial.Goal()
+        goal.condition = slot.condition
+        goal.horizon = cfg.horizon
+        goal.controller = controller_to_msg(controller, slot.condition, cfg.dt,
+                                            self.state_names)
+        goal.reset_first = True
+        goal.record_images = False
+        try:
+            msg, reason = worker.run(goal, self.trial_timeout, self.server_timeout)
+        except Shutdown:
+            raise
+        except Exception as err:  # noqa: BLE001 - a broken worker must not end the session
+            msg, reason = None, f"{type(err).__name__}: {err}"
+        if msg is None:
+            msg = Rollout()
+        msg.trial_id = slot.trial_id(attempt)
+        msg.condition = slot.condition
+        if reason:
+            msg.aborted = True
+            msg.abort_reason = reason
+        outcome = Outcome(slot, attempt, worker.name, msg)
+        if not outcome.aborted:
+            self._check_rollout(outcome)
+        with self.bag_lock:  # recorded before anything uses it
+            self.bag.write(EVAL_TOPIC if slot.sample is None else ROLLOUT_TOPIC, outcome.msg)
+        return outcome
+
+    def _check_rollout(self, outcome: Outcome) -> None:
+        """Decode the rollout into outcome.X, U; a malformed one is marked aborted."""
+        cfg, msg = self.config, outcome.msg
+        try:
+            X, U = rollout_from_msg(msg)
+            dX, dU = self.problem.layout.dim, self.problem.layout.action_dim
+            if U.shape != (cfg.horizon, dU) or X.shape[1] != dX:
+                raise MessageError(f"expected T={cfg.horizon}, dX={dX}, dU={dU}, found "
+                                   f"T={U.shape[0]}, dX={X.shape[1]}, dU={U.shape[1]}")
+            if len(msg.state_names) and list(msg.state_names) != self.state_names:
+                raise MessageError("state layout differs from the trainer's")
+        except MessageError as err:
+            msg.aborted = True
+            msg.abort_reason = f"malformed rollout: {err}"
+            return
+        outcome.X, outcome.U = X, U
+
+    # ---------------------------------------------------------------- fitting
+
+    _last_fit_s = 0.0
+    _last_clusters = 0
+
+    def _call_fitter(self, request: FitIteration.Request) -> FitIteration.Response:
+        if not self.fitter.wait_for_service(timeout_sec=self.server_timeout):
+            raise TrainingError(f"dynamics fitter {self.fitter.srv_name} not available")
+        future = self.fitter.call_async(request)
+        if not _wait(future, self.fit_timeout, self.context) or future.result() is None:
+            raise TrainingError(f"dynamics fitter: no answer within {self.fit_timeout:.0f} s")
+        return future.result()
+
+    def _fit(self, i: int, rollouts: list[Rollout]):
+        request = FitIteration.Request(iteration=i, conditions=self.config.conditions,
+                                       rollouts=rollouts, reset=False, fit=True)
+        response = self._call_fitter(request)
+        if response.needs_replay:
+            self.get_logger().warning(f"fitter: {response.message}; replaying the recording")
+            self._replay_fitter(i)
+            response = self._call_fitter(request)
+        if not response.success:
+            raise TrainingError(f"dynamics fit of iteration {i} failed: {response.message}")
+        self._last_fit_s = response.fit_s
+        self._last_clusters = response.prior_clusters
+        return [dynamics_from_msg(d) for d in response.dynamics]
+
+    def _replay_fitter(self, upto: int) -> None:
+        """Rebuild the fitter's buffers and prior from the recorded iterations < ``upto``."""
+        per_iteration: dict[int, dict[Slot, Rollout]] = {}
+        bag_path = self.config.out / BAG_DIR
+        with self.bag_lock:
+            messages = list(read_messages(bag_path, [ROLLOUT_TOPIC]))
+        for _, msg, _ in messages:
+            parsed = Slot.parse(msg.trial_id)
+            if parsed is None or msg.aborted or parsed[0].iteration >= upto:
+                continue
+            per_iteration.setdefault(parsed[0].iteration, {}).setdefault(parsed[0], msg)
+        missing = [j for j in range(upto) if j not in per_iteration]
+        if missing:
+            raise TrainingError(f"cannot rebuild the fitter: no recorded rollouts of "
+                                f"iterations {missing} in {bag_path}")
+        for j in range(upto):
+            response = self._call_fitter(FitIteration.Request(
+                iteration=j, conditions=self.config.conditions,
+                rollouts=list(per_iteration[j].values()), reset=(j == 0), fit=False))
+            if not response.success:
+                raise TrainingError(f"replaying iteration {j} to the fitter: "
+                                    f"{response.message}")
+        self.get_logger().info(f"fitter rebuilt from {sum(map(len, per_iteration.values()))} "
+                               f"recorded rollouts of iterations 0..{upto - 1}")
+
+    # ---------------------------------------------------------------- status
+
+    def _publish_status(self, i: int, phase: str, record: dict | None = None) -> None:
+        msg = TrainingStatus()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.iteration = i
+        msg.phase = phase
+        msg.trials = self.trials
+        msg.env_steps = self.env_steps
+        if record is not None:
+            msg.mean_cost = float(record["mean_cost"])
+            msg.final_distances = [float(c["final_distance"]) for c in record["conditions"]]
+            msg.success = [bool(c["success"]) for c in record["conditions"]]
+        self.status_pub.publish(msg)
+        with self.bag_lock:
+            self.bag.write(STATUS_TOPIC, msg)
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    executor = MultiThreadedExecutor(num_threads=4)
+    spinner = None
+    try:
+        node = GpsTrainer()
+        executor.add_node(node)
+        spinner = threading.Thread(target=executor.spin, name="ros-spin", daemon=True)
+        spinner.start()
+        node.run()
+    except (KeyboardInterrupt, Shutdown, rclpy.executors.ExternalShutdownException):
+        code = 130
+    except (TrainingError, ValueError, OSError) as err:
+        if node is not None:
+            node.get_logger().fatal(str(err))
+        else:
+            print(f"gps_trainer: {err}", flush=True)
+        code = 1
+    finally:
+        executor.shutdown()
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    if code:
+        raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()
