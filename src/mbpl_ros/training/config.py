@@ -34,7 +34,7 @@ class TrainConfig:
     task: str = "peg"
     """reach or peg."""
     backend: str = "mujoco"
-    """mujoco or pybullet."""
+    """mujoco or pybullet; real: a real arm trained through the ROS graph (launch/real_arm)."""
     algorithm: str = "lqr-flm"
     """Only lqr-flm for now."""
     graph: str = "direct"
@@ -82,8 +82,10 @@ class TrainConfig:
                              f"{self.workers} and {self.trial_retries}")
         if self.graph == "direct" and (self.workers != 1 or self.resume):
             raise ValueError("--workers and --resume need --graph ros")
-        if self.backend not in ("mujoco", "pybullet"):
-            raise ValueError(f"backend: expected mujoco or pybullet, found {self.backend!r}")
+        if self.backend not in ("mujoco", "pybullet") and not (
+                self.backend == "real" and self.graph == "ros"):
+            raise ValueError(f"backend: expected mujoco or pybullet (or real with the ros "
+                             f"graph), found {self.backend!r}")
         for name in ("conditions", "iterations", "horizon"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected >= 1, found {getattr(self, name)}")
