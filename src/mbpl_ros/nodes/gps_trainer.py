@@ -213,6 +213,7 @@ PARAMETERS = {
                         "namespace"),
     "fitter_service": ("/dynamics_fitter/fit_iteration", "FitIteration service"),
     "trial_retries": (2, "extra attempts of an aborted trial"),
+    "retry_delay_s": (0.5, "wait before the first retry of a trial, s (doubles per retry)"),
     "trial_timeout_s": (0.0, "result timeout per trial, s; 0: 60 + 10 * horizon * dt"),
     "server_timeout_s": (30.0, "wait for an executor or the fitter to appear, s"),
     "fit_timeout_s": (300.0, "wait for a fit, s"),
@@ -260,6 +261,7 @@ class GpsTrainer(Node):
         T = self.config.horizon
         self.trial_timeout = p["trial_timeout_s"] or 60.0 + 10.0 * T * self.config.dt
         self.server_timeout = p["server_timeout_s"]
+        self.retry_delay = p["retry_delay_s"]
         self.fit_timeout = p["fit_timeout_s"]
         group = ReentrantCallbackGroup()
         self.workers = [TrialWorker(self, ns, p["executor_action"], group)
@@ -438,7 +440,9 @@ class GpsTrainer(Node):
                     return
                 note(outcome)
             first = max((o.attempt + 1 for o in self.recorded.get(slot, [])), default=0)
-            for attempt in range(first, first + 1 + self.config.trial_retries):
+            for k, attempt in enumerate(range(first, first + 1 + self.config.trial_retries)):
+                if k:  # back off, so that a restarting bridge or executor can come back
+                    self._sleep(min(self.retry_delay * 2 ** (k - 1), 30.0))
                 worker = free.get()
                 outcome = None
                 try:
@@ -461,6 +465,13 @@ class GpsTrainer(Node):
             for f in futures:
                 f.result()
         return results, aborted
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if not self.context.ok():
+                raise Shutdown
+            time.sleep(min(0.05, max(0.0, end - time.monotonic())))
 
     def _attempt(self, worker: TrialWorker, slot: Slot, attempt: int,
                  controller: LinearGaussianController) -> Outcome:
