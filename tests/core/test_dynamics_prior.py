@@ -100,19 +100,37 @@ def test_em_never_decreases_the_log_likelihood_across_warm_started_updates(rng):
                                          max_samples=6))
     for _ in range(3):
         prior.update(_arm_like_batches(rng, system, 2, 3, T))
-    previous = copy.deepcopy(prior.mixture)
+    previous = copy.deepcopy(prior.condition_mixtures)
     prior.update(_arm_like_batches(rng, system, 2, 3, T))
     assert len(prior.log_likelihood_history) == 4
     assert prior.n_clusters == 6
-    for history in prior.log_likelihood_history:
-        assert len(history) >= 2
-        steps = np.diff(history)
-        assert np.all(steps >= -1e-10 * np.abs(history[1:])), steps
-    # Warm start: the last update's EM started from the previous mixture.
+    assert {m: g.n_components for m, g in prior.condition_mixtures.items()} == {0: 3, 1: 3}
+    for update in prior.log_likelihood_history:
+        for history in update.values():
+            assert len(history) >= 2
+            steps = np.diff(history)
+            assert np.all(steps >= -1e-10 * np.abs(history[1:])), steps
+    # Warm start: each condition's EM in the last update started from its previous mixture.
     kept = prior.kept_trajectories()
-    data = np.concatenate([transition_points(*kept[m]).reshape(-1, 2 * dX + dU) for m in kept])
-    np.testing.assert_allclose(prior.log_likelihood_history[-1][0], previous.score(data),
-                               rtol=1e-10)
+    for m, mixture in previous.items():
+        data = transition_points(*kept[m]).reshape(-1, 2 * dX + dU)
+        np.testing.assert_allclose(prior.log_likelihood_history[-1][m][0], mixture.score(data),
+                                   rtol=1e-10)
+
+
+def test_mixture_over_conditions_weighs_components_by_their_share(rng):
+    dX, dU, T = 3, 1, 30
+    system = random_linear_system(dX, dU, rng, noise_std=0.05)
+    prior = DynamicsPriorGMM(PriorConfig(min_samples_per_cluster=20, max_clusters=6))
+    # Condition 1 has twice the trajectories of condition 0: 2 and 4 of the 6 components.
+    prior.update([_samples(rng, system, _exploring_controller(rng, T, dX, dU), n) for n in (4, 8)])
+    parts = prior.condition_mixtures
+    assert (parts[0].n_components, parts[1].n_components) == (2, 4)
+    joint = prior.mixture
+    np.testing.assert_allclose(joint.weights_, np.concatenate(
+        [parts[0].weights_ / 3, 2 * parts[1].weights_ / 3]))
+    np.testing.assert_allclose(joint.means_, np.concatenate([parts[0].means_, parts[1].means_]))
+    assert joint.weights_.sum() == pytest.approx(1.0)
 
 
 def test_prior_keeps_the_last_trajectories_of_each_condition(rng):

@@ -1,29 +1,39 @@
 """GMM prior for the local dynamics fit (Levine, Finn et al. 2016, appendix A.3).
 
 A Gaussian mixture is fitted by EM over transition points y = [x_t; u_t; x_{t+1}] (D = 2 dX + dU)
-of recent trajectories. For the regression at one time step, the step's own points give posterior
-cluster weights; the mixture moment-matched under those weights is a Normal-inverse-Wishart prior
-on the joint Gaussian of y: mean mu0, scatter Phi, and pseudo-counts m (for the mean) and n0 (for
-the covariance).
+of recent trajectories (the last ``max_samples`` of every condition). For the regression at one
+time step, the step's own points give posterior component weights; the mixture moment-matched
+under those weights is a Normal-inverse-Wishart prior on the joint Gaussian of y: mean mu0,
+scatter Phi, and pseudo-counts m (for the mean) and n0 (for the covariance).
 
-Shared across conditions: one mixture is fitted over the kept trajectories of *all* conditions
-(the last ``max_samples`` per condition). Nearby conditions then share local dynamics, a new
-condition starts with a useful prior, and one EM costs the same as M per-condition EMs with M
-times fewer clusters each. cbfinn/gps kept one prior per condition instead.
+One mixture over all conditions, each component owned by one condition. The mixture has
+K = clip(points // min_samples_per_cluster, 2, max_clusters) components over the data of all
+conditions, shared out among the conditions in proportion to their points (at least one each).
+It is the maximum-likelihood mixture for the data *with their condition labels*: p(y, m) =
+p(m) sum_{k in m} pi_k N(y; mu_k, Sigma_k), whose EM splits into one EM per condition. The prior
+is evaluated with the label dropped, p(y) = sum_k p(m_k) pi_k N(y; mu_k, Sigma_k), so a condition
+that visits states another one has seen borrows that condition's local dynamics. Compared with an
+unconstrained EM over the pooled data (same K), each point is only scored against its own
+condition's components, which makes an EM iteration about M times cheaper, and the conditions'
+EMs run in parallel (``workers``). cbfinn/gps fitted an independent prior per condition (up to 20
+components each, no sharing).
 
-EM is scikit-learn's :class:`~sklearn.mixture.GaussianMixture` (full covariances, warm-started
-across updates while the number of clusters is unchanged; a fresh mixture starts from contiguous
-stretches of time, see :func:`_segment_init`). Its stopping rule is an absolute change of the mean
-log-likelihood per point; it is set to ``em_relative_tol`` times the magnitude of the current
-log-likelihood, which is the relative rule |dll| < 1e-5 |ll| of the reference. Should EM fail on
-a collapsed component, it is restarted with ten times the covariance regularisation (a warning
-says so) rather than stopping a training session.
+EM is scikit-learn's :class:`~sklearn.mixture.GaussianMixture` (full covariances), warm-started
+across updates while a condition's number of components is unchanged; a fresh mixture starts from
+contiguous stretches of time (:func:`_segment_init`). scikit-learn stops on an absolute change of
+the mean log-likelihood per point; it is set to ``em_relative_tol`` times the magnitude of the
+log-likelihood, which is the relative rule |dll| < 1e-5 |ll| of the reference (applied per
+condition, which implies it for their sum). Should EM fail on a collapsed component, it is
+restarted with ten times the covariance regularisation (a warning says so) rather than stopping a
+training session.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,9 +49,9 @@ class PriorConfig:
     """Settings of :class:`DynamicsPriorGMM` (defaults: the cbfinn/gps examples)."""
 
     max_clusters: int = 20
-    """Upper bound on the number of mixture components."""
+    """Upper bound on the number of mixture components (all conditions together)."""
     min_samples_per_cluster: int = 40
-    """Components = clip(points // this, 2, max_clusters)."""
+    """Components = clip(points // this, 2, max_clusters), shared out among the conditions."""
     max_samples: int = 20
     """Trajectories kept per condition (the most recent ones)."""
     strength: float = 1.0
@@ -52,6 +62,8 @@ class PriorConfig:
     """EM stops when |change of log-likelihood| < this * |log-likelihood|."""
     covariance_regularization: float = 1e-6
     """Added to the diagonal of every component covariance (scikit-learn ``reg_covar``)."""
+    workers: int | None = None
+    """Threads running the conditions' EMs (None: one per CPU, at most one per condition)."""
 
     def __post_init__(self) -> None:
         if self.max_clusters < 2 or self.min_samples_per_cluster < 1 or self.max_samples < 1:
@@ -105,13 +117,14 @@ class DynamicsPriorGMM:
         self.config = config or PriorConfig()
         self._reg = self.config.covariance_regularization
         self._kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._parts: dict[int, GaussianMixture] = {}
         self._gmm: GaussianMixture | None = None
         self._second_moments: np.ndarray | None = None
         self._center: np.ndarray | None = None
-        self.log_likelihood_history: list[np.ndarray] = []
-        """Per update, the mean log-likelihood per point before each EM iteration."""
+        self.log_likelihood_history: list[dict[int, np.ndarray]] = []
+        """Per update and condition, the mean log-likelihood per point before each EM step."""
         self.em_iterations = 0
-        """EM iterations run by the last update."""
+        """EM iterations of the last update (the most any condition needed)."""
         self.n_points = 0
         """Points the mixture was last fitted on."""
 
@@ -122,8 +135,13 @@ class DynamicsPriorGMM:
 
     @property
     def mixture(self) -> GaussianMixture | None:
-        """The fitted scikit-learn mixture (None before the first update); do not modify it."""
+        """The mixture over all conditions (None before the first update); do not modify it."""
         return self._gmm
+
+    @property
+    def condition_mixtures(self) -> dict[int, GaussianMixture]:
+        """Each condition's components as fitted by its EM; do not modify them."""
+        return dict(self._parts)
 
     @property
     def n_clusters(self) -> int:
@@ -154,65 +172,75 @@ class DynamicsPriorGMM:
                 f"DynamicsPriorGMM.update: expected one (T, dX, dU) for all conditions, "
                 f"found {sorted(dims)}"
             )
-        self._fit([transition_points(X, U) for X, U in self._kept.values()])
+        self._fit({m: transition_points(X, U) for m, (X, U) in self._kept.items()})
 
-    def _fit(self, groups: list[np.ndarray]) -> None:
-        """EM on the transition points of all conditions; ``groups[m]`` is (n, T-1, D)."""
+    def _fit(self, groups: dict[int, np.ndarray]) -> None:
+        """EM for every condition; ``groups[m]`` holds its points, (n, T-1, D)."""
         cfg = self.config
-        data = np.concatenate([g.reshape(-1, g.shape[-1]) for g in groups])
-        n_points = data.shape[0]
-        n_clusters = int(np.clip(n_points // cfg.min_samples_per_cluster, 2, cfg.max_clusters))
-        if n_points < 2 * n_clusters:
-            raise NotEnoughSamplesError(
-                f"DynamicsPriorGMM: expected at least {2 * n_clusters} transition points, "
-                f"found {n_points}"
-            )
+        sizes = {m: g.shape[0] * g.shape[1] for m, g in groups.items()}
+        n_points = sum(sizes.values())
+        total = int(np.clip(n_points // cfg.min_samples_per_cluster, 2, cfg.max_clusters))
+        shares = {m: max(1, int(total * n // n_points)) for m, n in sizes.items()}
+        for m, n in sizes.items():
+            if n < 2 * shares[m]:
+                raise NotEnoughSamplesError(
+                    f"DynamicsPriorGMM: expected at least {2 * shares[m]} transition points for "
+                    f"condition {m}, found {n}"
+                )
         reg = self._reg
         for _attempt in range(6):
             try:
-                gmm, history = self._em(groups, data, n_clusters, reg)
+                fitted = self._run_all(groups, shares, reg)
                 break
             except ValueError as e:  # scikit-learn: a covariance collapsed or lost definiteness
                 if "covariance" not in str(e) and "positive-definite" not in str(e):
                     raise
                 warnings.warn(
                     f"DynamicsPriorGMM: EM failed with covariance regularisation {reg:g} "
-                    f"({n_points} points, {n_clusters} clusters); restarting with {10 * reg:g}",
+                    f"({n_points} points, {total} clusters); restarting with {10 * reg:g}",
                     RuntimeWarning,
                     stacklevel=3,
                 )
-                self._gmm = None
+                self._parts = {}
                 reg *= 10
         else:
             raise RuntimeError("DynamicsPriorGMM: EM failed even with covariance regularisation "
                                f"{reg:g}; check the samples for constant or exploding entries")
-        self._gmm = gmm
+        self._parts = {m: gmm for m, (gmm, _) in fitted.items()}
         self._reg = reg
-        self.em_iterations = len(history)
+        histories = {m: np.asarray(h) for m, (_, h) in fitted.items()}
+        self.log_likelihood_history.append(histories)
+        self.em_iterations = max(len(h) for h in histories.values())
         self.n_points = n_points
-        self.log_likelihood_history.append(np.asarray(history))
-        self._set_moments()
+        self._combine(sizes)
 
-    def _set_moments(self) -> None:
-        """Second moments about a common centre, so that eval() is one matrix product."""
-        gmm = self._gmm
-        self._center = gmm.weights_ @ gmm.means_
-        centred = gmm.means_ - self._center
-        self._second_moments = gmm.covariances_ + centred[:, :, None] * centred[:, None, :]
+    def _run_all(self, groups: dict[int, np.ndarray], shares: dict[int, int],
+                 reg: float) -> dict[int, tuple[GaussianMixture, list[float]]]:
+        """The conditions' EMs, on worker threads (BLAS and most of numpy release the GIL)."""
+        workers = self.config.workers or os.cpu_count() or 1
+        workers = max(1, min(workers, len(groups)))
 
-    def _em(self, groups: list[np.ndarray], data: np.ndarray, n_clusters: int,
+        def one(m: int) -> tuple[GaussianMixture, list[float]]:
+            return self._em(self._parts.get(m), groups[m], shares[m], reg)
+
+        if workers == 1:
+            return {m: one(m) for m in groups}
+        with ThreadPoolExecutor(workers) as pool:
+            return dict(zip(groups, pool.map(one, groups), strict=True))
+
+    def _em(self, gmm: GaussianMixture | None, group: np.ndarray, n_clusters: int,
             reg: float) -> tuple[GaussianMixture, list[float]]:
-        """Run EM from the previous mixture (same size) or a fresh initialisation.
+        """EM for one condition, from its previous mixture (same size) or a fresh start.
 
-        scikit-learn stops on an absolute change of the mean log-likelihood, fixed per call; it
-        is set from the best available scale of the log-likelihood (the previous fit's, or the
-        initial guess's) and, should the rule |change| < rel_tol |ll| not hold at the value EM
-        reached, EM continues with the updated scale.
+        scikit-learn's stopping threshold is fixed per call; it is set from the best available
+        scale of the log-likelihood (the previous fit's, or the initial guess's) and, should the
+        rule |change| < rel_tol |ll| not hold at the value EM reached, EM continues with the
+        updated scale.
         """
         cfg = self.config
-        gmm = self._gmm
+        data = group.reshape(-1, group.shape[-1])
         if gmm is None or gmm.n_components != n_clusters or gmm.reg_covar != reg:
-            weights, means, covariances, scale = _segment_init(groups, n_clusters, reg)
+            weights, means, covariances, scale = _segment_init([group], n_clusters, reg)
             gmm = GaussianMixture(
                 n_components=n_clusters,
                 covariance_type="full",
@@ -236,12 +264,34 @@ class DynamicsPriorGMM:
             scale = history[-1]
         return gmm, history
 
+    def _combine(self, sizes: dict[int, int]) -> None:
+        """The mixture over all conditions: components weighted by their condition's share."""
+        n_points = sum(sizes.values())
+        parts = [self._parts[m] for m in sorted(self._parts)]
+        share = np.concatenate([np.full(p.n_components, sizes[m] / n_points)
+                                for m, p in zip(sorted(self._parts), parts, strict=True)])
+        self._gmm = _mixture(
+            share * np.concatenate([p.weights_ for p in parts]),
+            np.concatenate([p.means_ for p in parts]),
+            np.concatenate([p.covariances_ for p in parts]),
+            np.concatenate([p.precisions_cholesky_ for p in parts]),
+            self._reg,
+        )
+        self._set_moments()
+
+    def _set_moments(self) -> None:
+        """Second moments about a common centre, so that eval() is one matrix product."""
+        gmm = self._gmm
+        self._center = gmm.weights_ @ gmm.means_
+        centred = gmm.means_ - self._center
+        self._second_moments = gmm.covariances_ + centred[:, :, None] * centred[:, None, :]
+
     def eval(self, points: np.ndarray) -> NIWPrior:
         """NIW prior for each group of points.
 
         Args:
             points: (..., n, D) transition points; each group of n points (e.g. the N samples of
-                one time step) gets one prior from its averaged posterior cluster weights.
+                one time step) gets one prior from its averaged posterior component weights.
 
         Returns:
             :class:`NIWPrior` with leading shape ``points.shape[:-2]``; m = n0 = strength and
@@ -258,7 +308,7 @@ class DynamicsPriorGMM:
         resp = self._gmm.predict_proba(points.reshape(-1, D))
         weights = resp.reshape(-1, n, resp.shape[-1]).mean(axis=1)
         mean_c = weights @ (self._gmm.means_ - self._center)
-        second = (weights @ self._second_moments.reshape(len(self._second_moments), -1))
+        second = weights @ self._second_moments.reshape(len(self._second_moments), -1)
         covar = second.reshape(-1, D, D) - mean_c[:, :, None] * mean_c[:, None, :]
         s = self.config.strength
         count = np.full(lead, s)
@@ -272,54 +322,57 @@ class DynamicsPriorGMM:
     # -- checkpoint support ------------------------------------------------------------------
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        """Kept trajectories and the fitted mixture as named arrays (for np.savez)."""
+        """Kept trajectories and the fitted mixtures as named arrays (for np.savez)."""
         out: dict[str, np.ndarray] = {}
         for m, (X, U) in self._kept.items():
             out[f"prior_X_{m}"] = X
             out[f"prior_U_{m}"] = U
-        if self._gmm is not None:
-            g = self._gmm
-            out["prior_gmm_weights"] = g.weights_
-            out["prior_gmm_means"] = g.means_
-            out["prior_gmm_covariances"] = g.covariances_
-            out["prior_gmm_precisions_cholesky"] = g.precisions_cholesky_
-            out["prior_gmm_scalars"] = np.array([g.lower_bound_, g.reg_covar])
+        for m, g in self._parts.items():
+            out[f"prior_gmm_{m}_weights"] = g.weights_
+            out[f"prior_gmm_{m}_means"] = g.means_
+            out[f"prior_gmm_{m}_covariances"] = g.covariances_
+            out[f"prior_gmm_{m}_precisions_cholesky"] = g.precisions_cholesky_
+            out[f"prior_gmm_{m}_lower_bound"] = np.array(g.lower_bound_)
+        out["prior_regularization"] = np.array(self._reg)
         return out
 
     def restore(self, arrays: dict[str, np.ndarray], n_conditions: int) -> None:
         """Restore :meth:`state_arrays`: the next update warm-starts exactly as it would have."""
-        self._kept = {}
+        self._kept, self._parts, self._gmm = {}, {}, None
+        self._reg = float(arrays.get("prior_regularization", self.config.covariance_regularization))
         for m in range(n_conditions):
             if f"prior_X_{m}" in arrays:
                 self._kept[m] = (np.asarray(arrays[f"prior_X_{m}"], dtype=float),
                                  np.asarray(arrays[f"prior_U_{m}"], dtype=float))
-        self._gmm = None
-        self._reg = self.config.covariance_regularization
-        if "prior_gmm_weights" not in arrays:
-            return
-        weights = np.asarray(arrays["prior_gmm_weights"], dtype=float)
-        means = np.asarray(arrays["prior_gmm_means"], dtype=float)
-        covariances = np.asarray(arrays["prior_gmm_covariances"], dtype=float)
-        chol = np.asarray(arrays["prior_gmm_precisions_cholesky"], dtype=float)
-        lower_bound, reg = (float(v) for v in arrays["prior_gmm_scalars"])
-        K, D = means.shape
-        if weights.shape != (K,) or covariances.shape != (K, D, D) or chol.shape != (K, D, D):
-            raise ShapeError(
-                f"prior mixture: expected weights ({K},), covariances and precision factors "
-                f"({K}, {D}, {D}), found {weights.shape}, {covariances.shape}, {chol.shape}"
-            )
-        # A fitted scikit-learn mixture is its parameters; set them as fit() would have.
-        gmm = GaussianMixture(n_components=K, covariance_type="full", reg_covar=reg,
-                              warm_start=True)
-        gmm.weights_, gmm.means_, gmm.covariances_ = weights, means, covariances
-        gmm.precisions_cholesky_ = chol
-        gmm.precisions_ = chol @ np.swapaxes(chol, -1, -2)
-        gmm.converged_, gmm.n_iter_, gmm.lower_bound_ = True, 0, lower_bound
-        gmm.lower_bounds_ = []
-        gmm.n_features_in_ = D
-        self._gmm = gmm
-        self._reg = reg
-        self._set_moments()
+            key = f"prior_gmm_{m}_"
+            if key + "weights" in arrays:
+                gmm = _mixture(*(np.asarray(arrays[key + name], dtype=float) for name in
+                                 ("weights", "means", "covariances", "precisions_cholesky")),
+                               self._reg)
+                gmm.lower_bound_ = float(arrays[key + "lower_bound"])
+                self._parts[m] = gmm
+        if self._parts:
+            self._combine({m: X.shape[0] * (X.shape[1] - 1) for m, (X, _) in self._kept.items()})
+
+
+def _mixture(weights: np.ndarray, means: np.ndarray, covariances: np.ndarray,
+             precisions_cholesky: np.ndarray, reg: float) -> GaussianMixture:
+    """A fitted scikit-learn mixture with the given parameters (as fit() would leave it)."""
+    K, D = means.shape
+    if weights.shape != (K,) or covariances.shape != (K, D, D) or \
+            precisions_cholesky.shape != (K, D, D):
+        raise ShapeError(
+            f"prior mixture: expected weights ({K},), covariances and precision factors "
+            f"({K}, {D}, {D}), found {weights.shape}, {covariances.shape}, "
+            f"{precisions_cholesky.shape}"
+        )
+    gmm = GaussianMixture(n_components=K, covariance_type="full", reg_covar=reg, warm_start=True)
+    gmm.weights_, gmm.means_, gmm.covariances_ = weights, means, covariances
+    gmm.precisions_cholesky_ = precisions_cholesky
+    gmm.precisions_ = precisions_cholesky @ np.swapaxes(precisions_cholesky, -1, -2)
+    gmm.converged_, gmm.n_iter_, gmm.lower_bound_, gmm.lower_bounds_ = True, 0, -np.inf, []
+    gmm.n_features_in_ = D
+    return gmm
 
 
 def _run_em(gmm: GaussianMixture, data: np.ndarray, max_iter: int, tol: float) -> list[float]:
