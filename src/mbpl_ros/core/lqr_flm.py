@@ -235,14 +235,20 @@ class LQRFLM:
         """Current step multiplier per condition, (M,)."""
         return self._step_mult.copy()
 
-    def iteration(self, batches: Sequence[SampleBatch], cost: Cost | Sequence[Cost]) -> (
-        IterationReport
-    ):
+    def iteration(
+        self,
+        batches: Sequence[SampleBatch],
+        cost: Cost | Sequence[Cost],
+        dynamics: Sequence[LinearGaussianDynamics] | None = None,
+    ) -> IterationReport:
         """One LQR-FLM iteration on samples of the current controllers.
 
         Args:
             batches: ``batches[m]``: N >= 2 trials of condition m run with ``controllers[m]``.
             cost: one cost for all conditions, or one per condition.
+            dynamics: dynamics already fitted to these batches elsewhere (e.g. by the
+                dynamics_fitter node), one per condition; then this object's prior is neither
+                updated nor used and ``fit_s`` is 0.
 
         Returns:
             An :class:`IterationReport`; :attr:`controllers` then holds the new controllers.
@@ -260,13 +266,23 @@ class LQRFLM:
         with blas_threads(cfg.blas_threads):
             start = time.perf_counter()
             em_iterations = 0
-            if cfg.use_prior:
-                self.prior.update(batches)
-                em_iterations = self.prior.em_iterations
-            prior_done = time.perf_counter()
-            prior = self.prior if cfg.use_prior else None
-            dynamics = fit_dynamics_batch(batches, prior, cfg.dynamics_regularization,
-                                          cfg.initial_state_var)
+            if dynamics is None:
+                if cfg.use_prior:
+                    self.prior.update(batches)
+                    em_iterations = self.prior.em_iterations
+                prior_done = time.perf_counter()
+                prior = self.prior if cfg.use_prior else None
+                dynamics = fit_dynamics_batch(batches, prior, cfg.dynamics_regularization,
+                                              cfg.initial_state_var)
+            else:
+                dynamics = list(dynamics)
+                if len(dynamics) != M or any((d.T, d.dX, d.dU) != (self.T, self.dX, self.dU)
+                                             for d in dynamics):
+                    raise MismatchError(
+                        f"LQRFLM.iteration: expected {M} dynamics with T={self.T}, "
+                        f"dX={self.dX}, dU={self.dU}, found "
+                        f"{[(d.T, d.dX, d.dU) for d in dynamics]}")
+                prior_done = time.perf_counter()
             fit_done = time.perf_counter()
 
             models, sample_costs = zip(
