@@ -172,8 +172,7 @@ def state_marginals(
     sigma[:, 0] = x0_covar
     for t in range(T - 1):
         mu[:, t + 1] = _mv(A[:, t], mu[:, t]) + b[:, t]
-        S = A[:, t] @ sigma[:, t] @ AT[:, t] + W[:, t]
-        sigma[:, t + 1] = 0.5 * (S + np.swapaxes(S, -1, -2))
+        sigma[:, t + 1] = A[:, t] @ sigma[:, t] @ AT[:, t] + W[:, t]
     return mu, sigma
 
 

@@ -41,7 +41,7 @@ from .trajopt import (
     StackedDynamics,
     estimate_cost,
     optimize_trajectories,
-    quadratic_cost_from_samples,
+    quadratic_cost_from_expansion,
     step_multiplier,
 )
 
@@ -149,6 +149,31 @@ class _Previous:
     controllers: StackedControllers
     dynamics: StackedDynamics
     cost: QuadraticCost
+
+
+def _cost_models(costs: list[Cost], batches: Sequence[SampleBatch]) -> tuple[
+    QuadraticCost, np.ndarray
+]:
+    """Stacked quadratic cost models (M, T, ...) and mean sample costs (M,) of all conditions.
+
+    Conditions sharing one cost object and sample count are expanded in one call.
+    """
+    M = len(batches)
+    models: list[QuadraticCost | None] = [None] * M
+    mean_cost = np.empty(M)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for m, (c, b) in enumerate(zip(costs, batches, strict=True)):
+        groups.setdefault((id(c), b.N), []).append(m)
+    for idx in groups.values():
+        N = batches[idx[0]].N
+        X = np.concatenate([batches[m].X for m in idx])
+        U = np.concatenate([batches[m].U for m in idx])
+        exp = costs[idx[0]].eval(X, U)
+        for j, m in enumerate(idx):
+            part = slice(j * N, (j + 1) * N)
+            models[m] = quadratic_cost_from_expansion(exp, X[part], U[part], part)
+            mean_cost[m] = exp.l[part].sum(axis=-1).mean()
+    return QuadraticCost.stack(models), mean_cost
 
 
 _THREADPOOLS: ThreadpoolController | None = None
@@ -285,13 +310,7 @@ class LQRFLM:
                 prior_done = time.perf_counter()
             fit_done = time.perf_counter()
 
-            models, sample_costs = zip(
-                *(quadratic_cost_from_samples(c, b.X, b.U) for c, b in zip(costs, batches,
-                                                                             strict=True)),
-                strict=True,
-            )
-            quad = QuadraticCost.stack(models)
-            mean_cost = np.array([s.sum(axis=-1).mean() for s in sample_costs])
+            quad, mean_cost = _cost_models(costs, batches)
             stacked_dyn = StackedDynamics.of(dynamics)
             predicted = actual = np.full(M, np.nan)
             if self._previous is not None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .controllers import LinearGaussianController
-from .costs import Cost
+from .costs import Cost, CostExpansion
 from .dynamics import LinearGaussianDynamics
 from .errors import MismatchError
 from .lqr import (
@@ -74,22 +74,33 @@ def quadratic_cost_from_samples(
         The (T,)-step :class:`QuadraticCost` and the sample costs (N, T).
     """
     exp = cost.eval(X, U)
+    return quadratic_cost_from_expansion(exp, X, U), exp.l
+
+
+def quadratic_cost_from_expansion(
+    exp: CostExpansion, X: np.ndarray, U: np.ndarray, rows: slice = slice(None)
+) -> QuadraticCost:
+    """:func:`quadratic_cost_from_samples` from an expansion already computed along X, U.
+
+    ``rows`` selects the samples of ``exp`` that X (N, T, dX) and U (N, T, dU) are.
+    """
+    lx, lu, lxx, luu, lux = (a[rows] for a in (exp.lx, exp.lu, exp.lxx, exp.luu, exp.lux))
     dX = X.shape[-1]
     # H z per sample, by blocks: [lxx x + lux^T u; lux x + luu u].
-    Hz_x = (exp.lxx @ X[..., None])[..., 0] + (U[..., None, :] @ exp.lux)[..., 0, :]
-    Hz_u = (exp.lux @ X[..., None])[..., 0] + (exp.luu @ U[..., None])[..., 0]
-    gz = np.sum(exp.lx * X, axis=-1) + np.sum(exp.lu * U, axis=-1)
+    Hz_x = (lxx @ X[..., None])[..., 0] + (U[..., None, :] @ lux)[..., 0, :]
+    Hz_u = (lux @ X[..., None])[..., 0] + (luu @ U[..., None])[..., 0]
+    gz = np.sum(lx * X, axis=-1) + np.sum(lu * U, axis=-1)
     zHz = np.sum(Hz_x * X, axis=-1) + np.sum(Hz_u * U, axis=-1)
-    cc = (exp.l - gz + 0.5 * zHz).mean(axis=0)
-    cv = np.concatenate([(exp.lx - Hz_x).mean(axis=0), (exp.lu - Hz_u).mean(axis=0)], axis=-1)
+    cc = (exp.l[rows] - gz + 0.5 * zHz).mean(axis=0)
+    cv = np.concatenate([(lx - Hz_x).mean(axis=0), (lu - Hz_u).mean(axis=0)], axis=-1)
     T, dU = U.shape[-2], U.shape[-1]
     Cm = np.empty((T, dX + dU, dX + dU))
-    Cm[:, :dX, :dX] = exp.lxx.mean(axis=0)
-    Cm[:, dX:, dX:] = exp.luu.mean(axis=0)
-    lux = exp.lux.mean(axis=0)
-    Cm[:, dX:, :dX] = lux
-    Cm[:, :dX, dX:] = np.swapaxes(lux, -1, -2)
-    return QuadraticCost(cc, cv, Cm), exp.l
+    Cm[:, :dX, :dX] = lxx.mean(axis=0)
+    Cm[:, dX:, dX:] = luu.mean(axis=0)
+    mean_ux = lux.mean(axis=0)
+    Cm[:, dX:, :dX] = mean_ux
+    Cm[:, :dX, dX:] = np.swapaxes(mean_ux, -1, -2)
+    return QuadraticCost(cc, cv, Cm)
 
 
 @dataclass(frozen=True)
