@@ -29,7 +29,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 
 from mbpl_ros.conversions import MessageError, dynamics_to_msg, rollout_from_msg
-from mbpl_ros.core.dynamics import LinearGaussianDynamics, fit_dynamics
+from mbpl_ros.core.dynamics import LinearGaussianDynamics, fit_dynamics, fit_dynamics_batch
 from mbpl_ros.core.errors import CoreError
 from mbpl_ros.core.lqr_flm import LQRFLMConfig, blas_threads
 from mbpl_ros.core.prior import DynamicsPriorGMM, PriorConfig
@@ -112,7 +112,9 @@ class DynamicsFitterState:
             start = time.perf_counter()
             if cfg.use_prior:
                 self.prior.update(batches)
-            dynamics = [self._fit(b) for b in batches] if fit else []
+            prior = self.prior if cfg.use_prior else None
+            dynamics = fit_dynamics_batch(batches, prior, cfg.dynamics_regularization,
+                                          cfg.initial_state_var) if fit else []
             elapsed = time.perf_counter() - start
         self.iterations_held += 1
         self.last = list(batches)
