@@ -193,3 +193,24 @@ def test_conditions_fitted_together_equal_one_at_a_time(rng):
         for name in ("Fm", "fv", "covar", "x0_mean", "x0_covar"):
             np.testing.assert_allclose(getattr(dyn, name), getattr(alone, name), rtol=1e-10,
                                        atol=1e-12)
+
+
+def test_posterior_is_the_niw_map_estimate(rng):
+    dX, dU, T = 3, 1, 30
+    system = random_linear_system(dX, dU, rng, noise_std=0.05)
+    prior = DynamicsPriorGMM(PriorConfig(strength=1.5, min_samples_per_cluster=20))
+    prior.update([_samples(rng, system, _exploring_controller(rng, T, dX, dU), 6)])
+    groups = np.swapaxes(transition_points(
+        *(lambda b: (b.X, b.U))(_samples(rng, system, _exploring_controller(rng, T, dX, dU), 4))),
+        0, 1)  # (T-1, 4, D)
+    mean, sigma = prior.posterior(groups)
+    niw = prior.eval(groups)
+    n = groups.shape[1]
+    for g, pts in enumerate(groups):
+        y_bar = pts.mean(axis=0)
+        scatter = (pts - y_bar).T @ (pts - y_bar)
+        d = y_bar - niw.mu0[g]
+        m, n0 = niw.m[g], niw.n0[g]
+        expected = (scatter + niw.Phi[g] + n * m / (n + m) * np.outer(d, d)) / (n + n0)
+        np.testing.assert_allclose(mean[g], y_bar)
+        np.testing.assert_allclose(sigma[g], expected, rtol=1e-9, atol=1e-12)

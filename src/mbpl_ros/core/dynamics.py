@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import NotEnoughSamplesError, ShapeError
-from .prior import DynamicsPriorGMM, NIWPrior, transition_points
+from .prior import DynamicsPriorGMM, transition_points
 from .samples import SampleBatch
 
 
@@ -93,9 +93,10 @@ def fit_dynamics(
     """Fit per-step linear-Gaussian dynamics to N trajectories of one condition.
 
     The joint covariance of [x_t; u_t; x_{t+1}] at each step is the empirical one (N samples)
-    combined with the prior's NIW (MAP estimate); ``regularization`` is added to its (x, u) block
-    before conditioning. Without a prior, N <= dX + dU leaves the regression underdetermined: it
-    then rests on the regularisation alone and an :class:`UnderdeterminedFitWarning` is issued.
+    combined with the prior's NIW (MAP estimate, :meth:`DynamicsPriorGMM.posterior`);
+    ``regularization`` is added to its (x, u) block before conditioning. Without a prior,
+    N <= dX + dU leaves the regression underdetermined: it then rests on the regularisation alone
+    and an :class:`UnderdeterminedFitWarning` is issued.
 
     The initial state distribution is the sample mean and the diagonal of the sample variances,
     floored at ``initial_state_var``.
@@ -144,23 +145,19 @@ def _fit_group(batches: list[SampleBatch], prior: DynamicsPriorGMM | None,
     # (B * (T-1), N, D): the N points of every (condition, step).
     Y = np.stack([np.swapaxes(transition_points(b.X, b.U), 0, 1) for b in batches])
     Y = Y.reshape(B * steps, N, -1)
-    mean = Y.mean(axis=1)
-    diff = Y - mean[:, None, :]
-    sigma = np.swapaxes(diff, -1, -2) @ diff / N
     if prior is not None:
-        niw: NIWPrior = prior.eval(Y)
-        d = mean - niw.mu0
-        m, n0 = niw.m[:, None, None], niw.n0[:, None, None]
-        sigma = (N * sigma + niw.Phi + (N * m / (N + m)) * d[:, :, None] * d[:, None, :]) / (
-            N + n0
-        )
-    elif N <= dXU:
-        warnings.warn(
-            f"fit_dynamics: {N} samples for {dXU} regressors and no prior; the fit rests on "
-            f"the regularisation {regularization:g}",
-            UnderdeterminedFitWarning,
-            stacklevel=3,
-        )
+        mean, sigma = prior.posterior(Y)
+    else:
+        if N <= dXU:
+            warnings.warn(
+                f"fit_dynamics: {N} samples for {dXU} regressors and no prior; the fit rests on "
+                f"the regularisation {regularization:g}",
+                UnderdeterminedFitWarning,
+                stacklevel=3,
+            )
+        mean = Y.mean(axis=1)
+        diff = Y - mean[:, None, :]
+        sigma = np.swapaxes(diff, -1, -2) @ diff / N
     sigma[:, :dXU, :dXU] += regularization * np.eye(dXU)
     cross = sigma[:, :dXU, dXU:]
     Fm = np.swapaxes(_solve_regression(sigma[:, :dXU, :dXU], cross, regularization), -1, -2)

@@ -319,6 +319,38 @@ class DynamicsPriorGMM:
             n0=count.copy(),
         )
 
+    def posterior(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """MAP mean and covariance of each group's Gaussian under its NIW prior (:meth:`eval`).
+
+        With n points of sample mean y_bar and scatter S: mean = y_bar and
+        covariance = (S + Phi + n m / (n + m) (y_bar - mu0)(y_bar - mu0)^T) / (n + n0).
+        All outer-product terms are formed in one stacked matrix product.
+
+        Args:
+            points: (B, n, D) groups of transition points.
+
+        Returns:
+            mean (B, D) and covariance (B, D, D).
+        """
+        if self._gmm is None:
+            raise NotEnoughSamplesError("DynamicsPriorGMM.posterior: the prior has no data yet")
+        B, n, D = points.shape
+        mean = points.mean(axis=1)
+        resp = self._gmm.predict_proba(points.reshape(-1, D))
+        weights = resp.reshape(B, n, -1).mean(axis=1)
+        mu0_c = weights @ (self._gmm.means_ - self._center)
+        s = self.config.strength  # m = n0 = s
+        coef = n * s / (n + s)
+        rows = np.concatenate([points - mean[:, None, :],
+                               (mean - self._center - mu0_c)[:, None, :],  # y_bar - mu0
+                               mu0_c[:, None, :]], axis=1)
+        signs = np.concatenate([np.ones(n), [coef, -s]])
+        scatter = np.swapaxes(rows * signs[:, None], -1, -2) @ rows
+        scatter += ((s * weights) @ self._second_moments.reshape(len(weights.T), -1)).reshape(
+            B, D, D)
+        scatter /= n + s
+        return mean, scatter
+
     # -- checkpoint support ------------------------------------------------------------------
 
     def state_arrays(self) -> dict[str, np.ndarray]:
