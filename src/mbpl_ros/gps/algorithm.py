@@ -1,0 +1,467 @@
+"""Guided Policy Search: MDGPS and BADMM over the LQR-FLM core.
+
+A training loop owns one algorithm object and, every iteration::
+
+    batches, observations = run trials (of algo.controllers, or of algo.policy when on-policy)
+    report = algo.iteration(batches, observations, cost)
+
+Both variants alternate a C-step (new local controllers by :func:`~mbpl_ros.core.trajopt.
+optimize_trajectories` on the fitted dynamics) and an S-step (supervised training of the global
+policy on the new controllers' actions at the sample states, :mod:`.policy_opt`). They differ in
+how the C-step is tied to the policy:
+
+- :class:`MDGPS` (mirror descent GPS): the KL trust region of the C-step is taken against the
+  *policy's linearisation* pi_hat around the samples (:func:`~.linearize.linearize_policy` with a
+  GMM policy prior) instead of the previous controller. The core's ``optimize_trajectories``
+  takes the reference controllers as its first argument, so no core change is needed: the
+  reference per condition is pi_hat. The step size adapts like LQR-FLM's, from the expected cost
+  of pi_hat before and after (the policy is what must improve).
+- :class:`BADMM`: the C-step keeps the KL trust region against the previous controller, with the
+  cost augmented by nu_t (-log pi_hat(u|x)) + (lambda_K,t x + lambda_k,t)^T u
+  (:func:`augment_with_policy`); after each S-step the duals move along the constraint
+  violation, lambda <- lambda + rate nu P (u_controller - u_policy), and nu_t by a dual gradient
+  step on the per-step KL between controller and policy. The S-step's targets are shifted by
+  P^-1 lambda / nu and weighted by nu_t, the policy's side of the same Lagrangian.
+
+Sampling: ``sample_on_policy`` (MDGPS only) runs the global policy (with its own noise) from the
+second iteration on; otherwise the local controllers are run (off-policy).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mbpl_ros.core.controllers import LinearGaussianController
+from mbpl_ros.core.costs import Cost
+from mbpl_ros.core.dynamics import LinearGaussianDynamics, fit_dynamics_batch
+from mbpl_ros.core.errors import MismatchError
+from mbpl_ros.core.lqr import conditional_kl, state_marginals
+from mbpl_ros.core.lqr_flm import LQRFLMConfig, blas_threads
+from mbpl_ros.core.prior import DynamicsPriorGMM
+from mbpl_ros.core.samples import SampleBatch
+from mbpl_ros.core.trajopt import (
+    QuadraticCost,
+    StackedControllers,
+    StackedDynamics,
+    estimate_cost,
+    kl_penalty,
+    optimize_trajectories,
+    quadratic_cost_from_samples,
+    step_multiplier,
+)
+
+from .linearize import PolicyPriorConfig, PolicyPriorGMM, linearize_policy
+from .policy import GaussianPolicy
+from .policy_opt import PolicyOptConfig, PolicyOptimizer, PolicyTargets
+
+
+@dataclass(frozen=True)
+class GPSConfig:
+    """Settings shared by :class:`MDGPS` and :class:`BADMM`."""
+
+    lqr: LQRFLMConfig = field(default_factory=LQRFLMConfig)
+    """Trust region, dynamics fit and prior, dual search (as for LQR-FLM)."""
+    policy_prior: PolicyPriorConfig = field(default_factory=PolicyPriorConfig)
+    policy_opt: PolicyOptConfig = field(default_factory=PolicyOptConfig)
+    first_policy_steps: int | None = 1000
+    """Gradient steps of the first S-step (the policy starts from scratch); None: as later."""
+    sample_on_policy: bool = False
+    """MDGPS: sample the global policy (not the local controllers) from iteration 1 on."""
+    init_policy_weight: float = 0.01
+    """BADMM: initial nu_t."""
+    policy_dual_rate: float = 0.1
+    """BADMM: step of the lambda update."""
+    policy_weight_step: float = 0.01
+    """BADMM: nu_t <- max(nu_t + this * KL_t, min_policy_weight)."""
+    min_policy_weight: float = 1e-4
+    """BADMM: floor of nu_t."""
+
+    def __post_init__(self) -> None:
+        if self.init_policy_weight <= 0 or self.policy_dual_rate < 0 or \
+                self.policy_weight_step < 0:
+            raise ValueError("GPSConfig: expected init_policy_weight > 0 and non-negative "
+                             f"dual rates, found {self.init_policy_weight}, "
+                             f"{self.policy_dual_rate}, {self.policy_weight_step}")
+
+
+@dataclass(frozen=True)
+class Observations:
+    """What the policy saw along the samples of one condition."""
+
+    obs: np.ndarray
+    """(N, T, dO) observed state entries."""
+    images: np.ndarray | None = None
+    """(N, T, H, W, 3) uint8 camera images, or None."""
+
+
+@dataclass(frozen=True)
+class GPSIterationReport:
+    """What one GPS iteration did; per-condition tuples have length M.
+
+    Carries the fields :func:`mbpl_ros.training.direct.iteration_record` reads (update_s,
+    mean_cost, kl, step_mult, eta, warnings) plus the policy's.
+    """
+
+    iteration: int
+    update_s: float
+    fit_s: float
+    trajopt_s: float
+    policy_s: float
+    mean_cost: tuple[float, ...]
+    kl: tuple[float, ...]
+    """D_KL(new controller || reference) (MDGPS: the policy linearisation)."""
+    kl_target: tuple[float, ...]
+    step_mult: tuple[float, ...]
+    eta: tuple[float, ...]
+    policy_kl: tuple[float, ...]
+    """D_KL(new controller || policy linearisation after the S-step) per condition."""
+    policy_loss_before: float
+    policy_loss_after: float
+    predicted_improvement: tuple[float, ...]
+    actual_improvement: tuple[float, ...]
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+@dataclass
+class _Models:
+    """Per-iteration models kept for the next step adjustment."""
+
+    reference: StackedControllers
+    new: StackedControllers
+    dynamics: StackedDynamics
+    cost: QuadraticCost
+
+
+def controller_targets(controller: LinearGaussianController, X: np.ndarray,
+                       obs: Observations, weight: float | np.ndarray = 1.0,
+                       shift: np.ndarray | None = None) -> PolicyTargets:
+    """S-step data of one condition: mean actions K_t x + k_t (+ shift) at the sample states.
+
+    Args:
+        X: (N, T, dX) states; obs: what the policy saw there.
+        weight: scalar or (T,) per-step weights.
+        shift: optional (N, T, dU) added to the targets (BADMM's dual term).
+    """
+    N, T, _ = X.shape
+    mu = np.einsum("tux,ntx->ntu", controller.K, X) + controller.k
+    if shift is not None:
+        mu = mu + shift
+    prc = np.broadcast_to(controller.precision, (N, *controller.precision.shape))
+    w = np.broadcast_to(np.asarray(weight, dtype=float), (T,))
+    images = None if obs.images is None else obs.images.reshape(-1, *obs.images.shape[2:])
+    return PolicyTargets(obs.obs.reshape(N * T, -1), mu.reshape(N * T, -1),
+                         np.ascontiguousarray(prc).reshape(N * T, *prc.shape[2:]),
+                         np.tile(w, N), images)
+
+
+class _GPS:
+    """State and steps shared by MDGPS and BADMM."""
+
+    name = "gps"
+
+    def __init__(self, config: GPSConfig, dX: int, dU: int, T: int,
+                 controllers: Sequence[LinearGaussianController], policy: GaussianPolicy,
+                 optimizer: PolicyOptimizer | None = None) -> None:
+        self.config = config
+        self.dX, self.dU, self.T = int(dX), int(dU), int(T)
+        for m, c in enumerate(controllers):
+            if (c.T, c.dX, c.dU) != (self.T, self.dX, self.dU):
+                raise MismatchError(f"{self.name}: controller {m}: expected T={T}, dX={dX}, "
+                                    f"dU={dU}, found T={c.T}, dX={c.dX}, dU={c.dU}")
+        if policy.dU != self.dU:
+            raise MismatchError(f"{self.name}: expected a policy with dU={dU}, found {policy.dU}")
+        self._controllers = list(controllers)
+        M = len(self._controllers)
+        self.policy = policy
+        self.optimizer = optimizer or PolicyOptimizer(policy, config.policy_opt)
+        self.prior = DynamicsPriorGMM(config.lqr.prior)
+        self.policy_prior = PolicyPriorGMM(config.policy_prior)
+        self._eta = np.full(M, config.lqr.initial_eta)
+        self._step_mult = np.full(M, config.lqr.initial_step_mult)
+        self._iteration = 0
+        self._previous: _Models | None = None
+        self._kept: dict[int, tuple[np.ndarray, Observations]] = {}
+        self.linearizations: list[LinearGaussianController] | None = None
+        self.dynamics: list[LinearGaussianDynamics] | None = None
+
+    @property
+    def controllers(self) -> list[LinearGaussianController]:
+        return list(self._controllers)
+
+    @property
+    def conditions(self) -> int:
+        return len(self._controllers)
+
+    @property
+    def iterations_done(self) -> int:
+        return self._iteration
+
+    def samples_from_policy(self) -> bool:
+        """Whether the next iteration's samples should come from the global policy."""
+        return False
+
+    # -- shared steps -------------------------------------------------------------------------
+
+    def _check(self, batches: Sequence[SampleBatch], observations: Sequence[Observations],
+               cost: Cost | Sequence[Cost]) -> list[Cost]:
+        M = self.conditions
+        if len(batches) != M or len(observations) != M:
+            raise MismatchError(f"{self.name}.iteration: expected {M} batches and observations, "
+                                f"found {len(batches)} and {len(observations)}")
+        for m, (b, o) in enumerate(zip(batches, observations, strict=True)):
+            b.check_dims(self.T, self.dX, self.dU, f"{self.name}.iteration: condition {m}")
+            if o.obs.shape[:2] != (b.N, self.T):
+                raise MismatchError(f"{self.name}.iteration: condition {m}: expected "
+                                    f"observations ({b.N}, {self.T}, dO), found {o.obs.shape}")
+        costs = list(cost) if isinstance(cost, Sequence) else [cost] * M
+        if len(costs) != M:
+            raise MismatchError(f"{self.name}.iteration: expected 1 or {M} costs")
+        return costs
+
+    def _fit_models(self, batches: Sequence[SampleBatch], costs: list[Cost]) -> tuple[
+        list[LinearGaussianDynamics], QuadraticCost, np.ndarray
+    ]:
+        cfg = self.config.lqr
+        if cfg.use_prior:
+            self.prior.update(batches)
+        dynamics = fit_dynamics_batch(batches, self.prior if cfg.use_prior else None,
+                                      cfg.dynamics_regularization, cfg.initial_state_var)
+        models, means = [], []
+        for c, b in zip(costs, batches, strict=True):
+            q, l = quadratic_cost_from_samples(c, b.X, b.U)
+            models.append(q)
+            means.append(l.sum(axis=-1).mean())
+        return dynamics, QuadraticCost.stack(models), np.asarray(means)
+
+    def _policy_outputs(self, obs: Observations) -> np.ndarray:
+        return self.policy.mean_actions(obs.obs, obs.images)
+
+    def _linearize(self, batches: Sequence[SampleBatch],
+                   observations: Sequence[Observations]) -> list[LinearGaussianController]:
+        """pi_hat per condition around this iteration's samples (prior over kept samples)."""
+        cap = self.config.policy_prior.max_samples
+        for m, (b, o) in enumerate(zip(batches, observations, strict=True)):
+            if m in self._kept:
+                X0, o0 = self._kept[m]
+                X = np.concatenate([X0, b.X])[-cap:]
+                imgs = None if o.images is None else np.concatenate([o0.images, o.images])[-cap:]
+                o = Observations(np.concatenate([o0.obs, o.obs])[-cap:], imgs)
+            else:
+                X = b.X[-cap:]
+            self._kept[m] = (X, o)
+        kept_mu = {m: self._policy_outputs(o) for m, (_, o) in self._kept.items()}
+        self.policy_prior.refresh([self._kept[m][0] for m in sorted(self._kept)],
+                                  [kept_mu[m] for m in sorted(self._kept)])
+        lins = []
+        for m, b in enumerate(batches):
+            n = b.N
+            lins.append(linearize_policy(b.X, kept_mu[m][-n:], self.policy.covar,
+                                         self.policy_prior,
+                                         self.config.lqr.dynamics_regularization))
+        return lins
+
+    def _train_policy(self, parts: list[PolicyTargets]):
+        steps = self.config.first_policy_steps if self.optimizer.updates == 0 else None
+        return self.optimizer.update(PolicyTargets.concatenate(parts), steps)
+
+    def _step_adjust(self, reference: StackedControllers, dyn: StackedDynamics,
+                     quad: QuadraticCost) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted and actual improvement of the reference's expected cost (see subclasses)."""
+        prev = self._previous
+        M = self.conditions
+        if prev is None:
+            return np.full(M, np.nan), np.full(M, np.nan)
+        before = estimate_cost(prev.reference, prev.dynamics, prev.cost)
+        predicted = before - estimate_cost(prev.new, prev.dynamics, prev.cost)
+        actual = before - estimate_cost(reference, dyn, quad)
+        self._step_mult = step_multiplier(predicted, actual, self._step_mult,
+                                          self.config.lqr.min_step_mult,
+                                          self.config.lqr.max_step_mult)
+        return predicted, actual
+
+
+def policy_kl(controllers: Sequence[LinearGaussianController],
+              reference: Sequence[LinearGaussianController],
+              dynamics: Sequence[LinearGaussianDynamics]) -> np.ndarray:
+    """Per-step D_KL(p(u|x) || ref(u|x)) averaged over p's state marginals, (M, T)."""
+    p, r = StackedControllers.of(controllers), StackedControllers.of(reference)
+    d = StackedDynamics.of(dynamics)
+    mu, sigma = state_marginals(p.K, p.k, p.covar, d.Fm, d.fv, d.covar, d.x0_mean, d.x0_covar)
+    return conditional_kl(mu, sigma, p.K, p.k, p.covar, r.K, r.k, r.precision)
+
+
+class MDGPS(_GPS):
+    """Mirror-descent GPS (see the module docstring)."""
+
+    name = "mdgps"
+
+    def samples_from_policy(self) -> bool:
+        return self.config.sample_on_policy and self._iteration > 0
+
+    def iteration(self, batches: Sequence[SampleBatch], observations: Sequence[Observations],
+                  cost: Cost | Sequence[Cost]) -> GPSIterationReport:
+        """One MDGPS iteration: fit dynamics, (first time: fit the policy to the controllers),
+        linearise the policy, adapt the step, C-step against pi_hat, S-step."""
+        costs = self._check(batches, observations, cost)
+        cfg = self.config
+        with blas_threads(cfg.lqr.blas_threads):
+            start = time.perf_counter()
+            dynamics, quad, mean_cost = self._fit_models(batches, costs)
+            policy_s = 0.0
+            if self._iteration == 0:
+                t0 = time.perf_counter()
+                self._train_policy([controller_targets(c, b.X, o) for c, b, o in
+                                    zip(self._controllers, batches, observations, strict=True)])
+                policy_s += time.perf_counter() - t0
+            lins = self._linearize(batches, observations)
+            fit_done = time.perf_counter()
+            ref = StackedControllers.of(lins)
+            dyn = StackedDynamics.of(dynamics)
+            predicted, actual = self._step_adjust(ref, dyn, quad)
+            eps = cfg.lqr.kl_step * self._step_mult * self.T
+            result = optimize_trajectories(lins, dynamics, quad, eps, self._eta, cfg.lqr.dual)
+            traj_done = time.perf_counter()
+            upd = self._train_policy([controller_targets(c, b.X, o) for c, b, o in
+                                      zip(result.controllers, batches, observations,
+                                          strict=True)])
+            policy_s += time.perf_counter() - traj_done
+            after = self._linearize_current(batches, observations)
+            pkl = policy_kl(result.controllers, after, dynamics).sum(axis=-1)
+            end = time.perf_counter()
+        self._previous = _Models(ref, StackedControllers.of(result.controllers), dyn, quad)
+        self._controllers = result.controllers
+        self._eta = result.eta.copy()
+        self.linearizations = after
+        self.dynamics = dynamics
+        report = GPSIterationReport(
+            self._iteration, end - start, fit_done - start, traj_done - fit_done, policy_s,
+            tuple(map(float, mean_cost)), tuple(map(float, result.kl)), tuple(map(float, eps)),
+            tuple(map(float, self._step_mult)), tuple(map(float, result.eta)),
+            tuple(map(float, pkl)), upd.loss_before, upd.loss_after,
+            tuple(map(float, predicted)), tuple(map(float, actual)), tuple(result.warnings))
+        self._iteration += 1
+        return report
+
+    def _linearize_current(self, batches: Sequence[SampleBatch],
+                           observations: Sequence[Observations]) -> list[
+                               LinearGaussianController]:
+        """pi_hat of the just-trained policy, with the existing prior (for reporting)."""
+        return [linearize_policy(b.X, self._policy_outputs(o), self.policy.covar,
+                                 self.policy_prior, self.config.lqr.dynamics_regularization)
+                for b, o in zip(batches, observations, strict=True)]
+
+
+def augment_with_policy(quad: QuadraticCost, reference: StackedControllers, nu: np.ndarray,
+                        lambda_K: np.ndarray, lambda_k: np.ndarray) -> QuadraticCost:
+    """c + nu_t (-log pi_hat(u|x)) + (lambda_K,t x + lambda_k,t)^T u as a quadratic cost model.
+
+    Args:
+        quad: (M, T, ...) cost model.
+        reference: pi_hat per condition (its precision defines -log pi_hat up to a constant).
+        nu: (M, T) weights; lambda_K: (M, T, dU, dX); lambda_k: (M, T, dU).
+    """
+    dX = lambda_K.shape[-1]
+    pen = kl_penalty(reference)  # (M, T, D+1, D+1) on [1; x; u]
+    Cm = quad.Cm + nu[..., None, None] * pen[..., 1:, 1:]
+    cv = quad.cv + nu[..., None] * pen[..., 1:, 0]
+    cc = quad.cc + 0.5 * nu * pen[..., 0, 0]
+    Cm = Cm.copy()
+    Cm[..., dX:, :dX] += lambda_K
+    Cm[..., :dX, dX:] += np.swapaxes(lambda_K, -1, -2)
+    cv = cv.copy()
+    cv[..., dX:] += lambda_k
+    return QuadraticCost(cc, cv, Cm)
+
+
+class BADMM(_GPS):
+    """BADMM GPS (see the module docstring)."""
+
+    name = "badmm"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        M, T, dU, dX = self.conditions, self.T, self.dU, self.dX
+        self.nu = np.full((M, T), self.config.init_policy_weight)
+        self.lambda_K = np.zeros((M, T, dU, dX))
+        self.lambda_k = np.zeros((M, T, dU))
+
+    def _dual_step(self, batches: Sequence[SampleBatch], observations: Sequence[Observations],
+                   lins: list[LinearGaussianController],
+                   dynamics: list[LinearGaussianDynamics]) -> np.ndarray:
+        """lambda += rate nu P (controller - policy); nu_t by a gradient step on KL_t."""
+        cfg = self.config
+        rate = cfg.policy_dual_rate
+        for m, (c, b, o, lin) in enumerate(zip(self._controllers, batches, observations, lins,
+                                               strict=True)):
+            u_ctrl = np.einsum("tux,ntx->ntu", c.K, b.X) + c.k
+            u_pol = self._policy_outputs(o)
+            scaled = rate * self.nu[m][:, None, None] * c.precision  # (T, dU, dU)
+            self.lambda_k[m] += np.einsum("tij,tj->ti", scaled, (u_ctrl - u_pol).mean(axis=0))
+            self.lambda_K[m] += scaled @ (c.K - lin.K)
+        kl = policy_kl(self._controllers, lins, dynamics)
+        self.nu = np.maximum(self.nu + cfg.policy_weight_step * kl, cfg.min_policy_weight)
+        return kl
+
+    def iteration(self, batches: Sequence[SampleBatch], observations: Sequence[Observations],
+                  cost: Cost | Sequence[Cost]) -> GPSIterationReport:
+        """One BADMM iteration: fit dynamics, linearise the policy, dual step, C-step on the
+        augmented cost (trust region against the previous controller), S-step."""
+        costs = self._check(batches, observations, cost)
+        cfg = self.config
+        with blas_threads(cfg.lqr.blas_threads):
+            start = time.perf_counter()
+            dynamics, quad, mean_cost = self._fit_models(batches, costs)
+            policy_s = 0.0
+            if self._iteration == 0:
+                t0 = time.perf_counter()
+                self._train_policy([controller_targets(c, b.X, o) for c, b, o in
+                                    zip(self._controllers, batches, observations, strict=True)])
+                policy_s += time.perf_counter() - t0
+            lins = self._linearize(batches, observations)
+            if self._iteration > 0:
+                self._dual_step(batches, observations, lins, dynamics)
+            fit_done = time.perf_counter()
+            prev_ctrl = StackedControllers.of(self._controllers)
+            dyn = StackedDynamics.of(dynamics)
+            predicted, actual = self._step_adjust(prev_ctrl, dyn, quad)
+            eps = cfg.lqr.kl_step * self._step_mult * self.T
+            augmented = augment_with_policy(quad, StackedControllers.of(lins), self.nu,
+                                            self.lambda_K, self.lambda_k)
+            result = optimize_trajectories(self._controllers, dynamics, augmented, eps,
+                                           self._eta, cfg.lqr.dual)
+            traj_done = time.perf_counter()
+            parts = []
+            for m, (c, b, o) in enumerate(zip(result.controllers, batches, observations,
+                                              strict=True)):
+                dual = np.einsum("tux,ntx->ntu", self.lambda_K[m], b.X) + self.lambda_k[m]
+                shift = np.einsum("tij,ntj->nti", c.covar, dual) / self.nu[m][None, :, None]
+                parts.append(controller_targets(c, b.X, o, self.nu[m], shift))
+            upd = self._train_policy(parts)
+            policy_s += time.perf_counter() - traj_done
+            after = [linearize_policy(b.X, self._policy_outputs(o), self.policy.covar,
+                                      self.policy_prior, cfg.lqr.dynamics_regularization)
+                     for b, o in zip(batches, observations, strict=True)]
+            pkl = policy_kl(result.controllers, after, dynamics).sum(axis=-1)
+            end = time.perf_counter()
+        self._previous = _Models(prev_ctrl, StackedControllers.of(result.controllers), dyn, quad)
+        self._controllers = result.controllers
+        self._eta = result.eta.copy()
+        self.linearizations = after
+        self.dynamics = dynamics
+        report = GPSIterationReport(
+            self._iteration, end - start, fit_done - start, traj_done - fit_done, policy_s,
+            tuple(map(float, mean_cost)), tuple(map(float, result.kl)), tuple(map(float, eps)),
+            tuple(map(float, self._step_mult)), tuple(map(float, result.eta)),
+            tuple(map(float, pkl)), upd.loss_before, upd.loss_after,
+            tuple(map(float, predicted)), tuple(map(float, actual)), tuple(result.warnings))
+        self._iteration += 1
+        return report
