@@ -30,7 +30,7 @@ from threadpoolctl import ThreadpoolController
 from .controllers import LinearGaussianController
 from .costs import Cost
 from .dynamics import LinearGaussianDynamics, fit_dynamics_batch
-from .errors import CheckpointError, CoreError, MismatchError
+from .errors import CheckpointError, CoreError, MismatchError, NotEnoughSamplesError
 from .prior import DynamicsPriorGMM, PriorConfig
 from .samples import SampleBatch
 from .state import StateLayout
@@ -284,9 +284,21 @@ class LQRFLM:
                                 f"condition), found {len(batches)}")
         for m, b in enumerate(batches):
             b.check_dims(self.T, self.dX, self.dU, f"LQRFLM.iteration: condition {m}")
+            if b.N < 2:
+                raise NotEnoughSamplesError(
+                    f"LQRFLM.iteration: expected at least 2 samples per condition, found {b.N} "
+                    f"for condition {m}")
         costs = list(cost) if isinstance(cost, Sequence) else [cost] * M
         if len(costs) != M:
             raise MismatchError(f"LQRFLM.iteration: expected 1 or {M} costs, found {len(costs)}")
+        if dynamics is not None:
+            dynamics = list(dynamics)
+            if len(dynamics) != M or any((d.T, d.dX, d.dU) != (self.T, self.dX, self.dU)
+                                         for d in dynamics):
+                raise MismatchError(
+                    f"LQRFLM.iteration: expected {M} dynamics with T={self.T}, "
+                    f"dX={self.dX}, dU={self.dU}, found "
+                    f"{[(d.T, d.dX, d.dU) for d in dynamics]}")
 
         with blas_threads(cfg.blas_threads):
             start = time.perf_counter()
@@ -300,13 +312,6 @@ class LQRFLM:
                 dynamics = fit_dynamics_batch(batches, prior, cfg.dynamics_regularization,
                                               cfg.initial_state_var)
             else:
-                dynamics = list(dynamics)
-                if len(dynamics) != M or any((d.T, d.dX, d.dU) != (self.T, self.dX, self.dU)
-                                             for d in dynamics):
-                    raise MismatchError(
-                        f"LQRFLM.iteration: expected {M} dynamics with T={self.T}, "
-                        f"dX={self.dX}, dU={self.dU}, found "
-                        f"{[(d.T, d.dX, d.dU) for d in dynamics]}")
                 prior_done = time.perf_counter()
             fit_done = time.perf_counter()
 
