@@ -10,7 +10,7 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
 from mbpl_ros.core.controllers import LinearGaussianController
-from mbpl_ros.core.dynamics import UnderdeterminedFitWarning, fit_dynamics
+from mbpl_ros.core.dynamics import UnderdeterminedFitWarning, fit_dynamics, fit_dynamics_batch
 from mbpl_ros.core.errors import MismatchError, NotEnoughSamplesError
 from mbpl_ros.core.prior import DynamicsPriorGMM, PriorConfig, transition_points
 from mbpl_ros.core.samples import SampleBatch
@@ -179,8 +179,6 @@ def test_prior_eval_is_the_moment_matched_mixture_under_averaged_posteriors(rng)
 
 
 def test_conditions_fitted_together_equal_one_at_a_time(rng):
-    from mbpl_ros.core.dynamics import fit_dynamics_batch
-
     dX, dU, T = 3, 2, 12
     systems = [random_linear_system(dX, dU, rng) for _ in range(3)]
     batches = [_samples(rng, s, _exploring_controller(rng, T, dX, dU), n) for s, n in

@@ -6,6 +6,14 @@ import numpy as np
 import pytest
 from conftest import random_controller, random_spd
 
+from mbpl_ros.core.costs import reach_cost
+from mbpl_ros.core.lqr import (
+    augment_cost,
+    augment_dynamics,
+    backward_pass,
+    backward_pass_augmented,
+)
+from mbpl_ros.core.state import StateLayout
 from mbpl_ros.core.synthetic import random_linear_system
 from mbpl_ros.core.trajopt import (
     DualConfig,
@@ -13,7 +21,10 @@ from mbpl_ros.core.trajopt import (
     StackedControllers,
     StackedDynamics,
     estimate_cost,
+    kl_augmented_cost,
+    kl_penalty,
     optimize_trajectories,
+    quadratic_cost_from_samples,
     step_multiplier,
     trajectory_kl,
 )
@@ -133,10 +144,6 @@ def test_step_multiplier_follows_its_formula(predicted, actual, mult, expected):
 
 
 def test_quadratic_model_from_samples_is_the_average_of_the_expansions(rng):
-    from mbpl_ros.core.costs import reach_cost
-    from mbpl_ros.core.state import StateLayout
-    from mbpl_ros.core.trajopt import quadratic_cost_from_samples
-
     layout = StateLayout(n_joints=2, n_points=1)
     cost = reach_cost(layout, curvature="exact")
     X = 0.1 * rng.standard_normal((3, 5, layout.dim))
@@ -156,3 +163,31 @@ def test_quadratic_model_from_samples_is_the_average_of_the_expansions(rng):
     for name in ("cc", "cv", "Cm"):
         np.testing.assert_allclose(getattr(model, name),
                                    np.mean([getattr(s, name) for s in singles], axis=0))
+
+
+def test_kl_augmented_cost_is_cost_over_eta_minus_log_policy(rng):
+    prev, dynamics, cost = _problem(rng, 2)
+    ref = StackedControllers.of(prev)
+    eta = np.array([0.5, 3.0])
+    Cm, cv = kl_augmented_cost(cost, ref, eta)
+    # Differences of the quadratic model between two points equal those of c/eta - log p_bar.
+    z1, z2 = rng.standard_normal((2, 2, T, dX + dU))
+
+    def model(z):
+        return np.einsum("mti,mti->mt", cv, z) + 0.5 * np.einsum("mti,mtij,mtj->mt", z, Cm, z)
+
+    def target(z):
+        c = np.einsum("mti,mti->mt", cost.cv, z) + 0.5 * np.einsum("mti,mtij,mtj->mt", z,
+                                                                   cost.Cm, z)
+        r = z[..., dX:] - np.einsum("mtij,mtj->mti", ref.K, z[..., :dX]) - ref.k
+        return c / eta[:, None] + 0.5 * np.einsum("mti,mtij,mtj->mt", r, ref.precision, r)
+
+    np.testing.assert_allclose(model(z1) - model(z2), target(z1) - target(z2), rtol=1e-9)
+    # The optimiser's homogeneous form gives the same backward pass.
+    dyn = StackedDynamics.of(dynamics)
+    plain = backward_pass(dyn.Fm, dyn.fv, Cm, cv)
+    augmented = backward_pass_augmented(
+        augment_dynamics(dyn.Fm, dyn.fv),
+        augment_cost(cost.Cm, cost.cv) / eta[:, None, None, None] + kl_penalty(ref))
+    np.testing.assert_allclose(augmented.K, plain.K, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(augmented.k, plain.k, rtol=1e-9, atol=1e-12)

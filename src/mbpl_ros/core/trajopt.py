@@ -229,7 +229,8 @@ class DualConfig:
     max_iterations: int = 50
     """Dual iterations (batched passes) at most."""
     eta_increase0: float = 1e-4
-    """First additive increase of eta after a non-positive-definite Q_uu; it doubles each retry."""
+    """After a non-positive-definite Q_uu, eta grows by max(this, 10 % of eta), an increment that
+    doubles with every further failure."""
 
 
 @dataclass
@@ -338,7 +339,7 @@ def optimize_trajectories(
     eps = np.asarray(kl_target, dtype=float)
     log_min, log_max = math.log(cfg.min_eta), math.log(cfg.max_eta)
     eta = np.clip(np.asarray(eta0, dtype=float), cfg.min_eta, cfg.max_eta)
-    log_floor = np.full(M, log_min)  # below this eta, Q_uu was not positive definite
+    log_floor = np.full(M, log_min)  # smallest usable eta: below it Q_uu was not PD
     searches = [_Search(math.log(e)) for e in eps]
     best: list[tuple[float, float, tuple] | None] = [None] * M
     final_kl = np.zeros(M)
@@ -438,7 +439,7 @@ def _solve_pd(problem: _Problem, eta: np.ndarray, active: np.ndarray, log_floor:
     passes, and a mask of conditions given up (no PD solution up to max_eta).
     """
     eta_used = eta[active].copy()
-    increase = np.full(active.size, cfg.eta_increase0)
+    increase = np.maximum(cfg.eta_increase0, 0.1 * eta_used)
     given_up = np.zeros(active.size, dtype=bool)
     todo = np.arange(active.size)
     passes = 0
