@@ -23,7 +23,12 @@ from .costs import (
     peg_cost,
     reach_cost,
 )
-from .dynamics import LinearGaussianDynamics, UnderdeterminedFitWarning, fit_dynamics
+from .dynamics import (
+    LinearGaussianDynamics,
+    UnderdeterminedFitWarning,
+    fit_dynamics,
+    fit_dynamics_batch,
+)
 from .errors import (
     CheckpointError,
     CoreError,
@@ -68,6 +73,7 @@ __all__ = [
     "UnderdeterminedFitWarning",
     "ee_points_cost",
     "fit_dynamics",
+    "fit_dynamics_batch",
     "init_lqr",
     "init_pd",
     "joint_target_cost",

@@ -8,6 +8,9 @@ Analytic terms: :class:`ActionCost` (1/2 u^T diag(w) u) and :class:`StateTargetC
 (distance of some state entries to a target, 1/2 l2 d^2 + 1/2 l1 log(alpha + d^2)), which covers
 end-effector points (already point-minus-target in the state) and joint targets.
 :class:`AutodiffCost` differentiates any torch function c(x, u, t) instead.
+
+Task costs: :func:`reach_cost` and :func:`peg_cost` (torque penalty + end-effector distance every
+step + a final-step copy), with the weights of :class:`TaskCostWeights`.
 """
 
 from __future__ import annotations
