@@ -5,7 +5,7 @@ Problem: the default robot layout (7 joints, 2 end-effector points: dX = 26, dU 
 steps of 0.05 s, 4 conditions x 5 trials per iteration, the reach cost, init_lqr controllers.
 Trials come from a random stable linear-Gaussian stand-in for an arm
 (:func:`~mbpl_ros.core.synthetic.arm_like_system`) with sensor noise on every state entry, so the
-GMM sees data as non-degenerate as a real arm's.
+GMM sees data as non-degenerate as a real arm's. Exploration noise is smoothed over 1 step.
 
 - first: a fresh algorithm's first update (the prior starts empty and is fitted cold).
 - steady: updates after the prior holds its full 20 trajectories per condition, warm-started.

@@ -115,9 +115,9 @@ class IterationReport:
     backward_passes: int
     """Batched backward passes of the dual search (each covers all conditions still searching)."""
     em_iterations: int
-    """EM iterations of the prior update."""
+    """EM iterations of the prior update (the most any condition's EM needed; 0 without one)."""
     prior_clusters: int
-    """Components of the GMM prior."""
+    """Components of the GMM prior, all conditions together."""
     eta: tuple[float, ...]
     """Final dual variable per condition."""
     kl: tuple[float, ...]
