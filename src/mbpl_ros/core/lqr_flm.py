@@ -1,10 +1,25 @@
 """LQR-FLM: LQR with fitted local models under a KL trust region, one object per training run.
 
-A training loop owns an :class:`LQRFLM` and, every iteration::
+A training loop owns an :class:`LQRFLM`::
 
-    controllers = algo.controllers                       # one per condition
-    batches = [run_trials(m, controllers[m]) for m ...]  # SampleBatch per condition
-    report = algo.iteration(batches, cost)               # refit, re-optimise
+    layout = StateLayout()                          # 7 joints, 2 ee points: dX = 26, dU = 7
+    dX, dU = layout.dim, layout.action_dim
+    cost = peg_cost(layout)                         # or reach_cost, or any Cost
+    algo = LQRFLM(LQRFLMConfig(), layout, dU, T, dt,
+                  [init_lqr(x0, dX, dU, dt, T) for x0 in initial_states])
+    rng = np.random.default_rng(seed)
+    for _ in range(iterations):
+        batches = []
+        for m, controller in enumerate(algo.controllers):
+            trials = []
+            for _ in range(N):
+                noise = smoothed_noise(rng, T, dU, smooth_sigma=2.0)
+                executed = controller.fold_noise(noise)   # deterministic, exactly recorded
+                trials.append(run_trial(m, executed))     # X (T, dX), U (T, dU)
+            batches.append(SampleBatch(np.stack([X for X, _ in trials]),
+                                       np.stack([U for _, U in trials])))
+        report = algo.iteration(batches, cost)
+    algo.save(path)
 
 :meth:`LQRFLM.iteration` does, in order: update the GMM dynamics prior with all conditions'
 samples; fit the dynamics of each condition; expand the cost around the samples; adapt each
