@@ -21,13 +21,16 @@ NODES = {
 BENCHES = {
     "sim": "mbpl_ros.bench.sim",
     "lqr": "mbpl_ros.bench.lqr",
+    "policy": "mbpl_ros.bench.policy",
 }
 
 
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=["reach", "peg"], default="peg")
     parser.add_argument("--backend", choices=["mujoco", "pybullet"], default="mujoco")
-    parser.add_argument("--algorithm", choices=["lqr-flm"], default="lqr-flm")
+    parser.add_argument("--algorithm", choices=["lqr-flm", "mdgps", "badmm"], default="lqr-flm",
+                        help="lqr-flm: local controllers only; mdgps / badmm: guided policy "
+                             "search, distilling them into one neural-network policy")
     parser.add_argument("--graph", choices=["direct", "ros"], default="direct",
                         help="direct: sample the simulator in-process; ros: run the ROS 2 node "
                              "graph (sim bridges, estimators, executors, fitter, trainer)")
@@ -46,6 +49,17 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="run directory (default runs/<timestamp>)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    gps = parser.add_argument_group("guided policy search (--algorithm mdgps / badmm)")
+    gps.add_argument("--policy", choices=["mlp", "visuomotor"], default="mlp",
+                     help="mlp: state-based; visuomotor: 64x64 camera image + q, qd")
+    gps.add_argument("--visuomotor", action="store_const", const="visuomotor", dest="policy",
+                     help="same as --policy visuomotor")
+    gps.add_argument("--test-conditions", type=int, default=0,
+                     help="held-out conditions evaluated every iteration (own seed)")
+    gps.add_argument("--on-policy", action="store_true",
+                     help="mdgps: sample the global policy instead of the local controllers")
+    gps.add_argument("--policy-steps", type=int, default=300, help="gradient steps per S-step")
+    gps.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
 
 
 def default_run_dir() -> Path:
@@ -58,7 +72,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and args.out is None:
         raise SystemExit("--resume needs --out (the run directory of the stopped session)")
     config = TrainConfig.from_args(args)
-    if config.graph == "ros":
+    if config.algorithm in ("mdgps", "badmm"):
+        if config.graph != "direct":
+            raise SystemExit(f"--algorithm {config.algorithm} runs with --graph direct only "
+                             "(the ROS graph trains lqr-flm)")
+        from mbpl_ros.training.gps_loop import GPSSettings
+        from mbpl_ros.training.gps_loop import train as train_gps
+
+        summary = train_gps(config, GPSSettings(
+            policy=args.policy, test_conditions=args.test_conditions,
+            sample_on_policy=args.on_policy, policy_steps=args.policy_steps,
+            threads=args.threads))
+    elif config.graph == "ros":
         from mbpl_ros.training.ros_graph import train as train_ros
 
         summary = train_ros(config)
@@ -70,6 +95,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         successes = sum(c["success"] for c in last["conditions"])
         print(f"final mean cost {last['mean_cost']:.3f}, success {successes}/"
               f"{len(last['conditions'])} conditions")
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from mbpl_ros.gps.distill import distill_files
+
+    result = distill_files(args.policies, args.out, temperature=args.temperature,
+                           steps=args.steps, seed=args.seed)
+    print(json.dumps(result))
     return 0
 
 
@@ -108,6 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name", choices=sorted(BENCHES))
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="benchmark options")
     bench.set_defaults(func=cmd_bench)
+
+    distill = sub.add_parser("distill", help="distil several trained policies into one network")
+    distill.add_argument("policies", nargs="+", type=Path,
+                         help="run directories (with policy.pt and samples.npz) of the teachers")
+    distill.add_argument("--out", type=Path, required=True, help="student policy file")
+    distill.add_argument("--temperature", type=float, default=1.0,
+                         help="soft-target temperature: teacher covariances are scaled by it")
+    distill.add_argument("--steps", type=int, default=2000)
+    distill.add_argument("--seed", type=int, default=0)
+    distill.set_defaults(func=cmd_distill)
 
     node = sub.add_parser("node", help="run one ROS 2 node (takes --ros-args)")
     node.add_argument("name", choices=sorted(NODES))

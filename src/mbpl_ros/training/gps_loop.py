@@ -1,0 +1,363 @@
+"""Guided Policy Search trained directly against the simulator (`mbpl train --algorithm mdgps`).
+
+Read top to bottom: the problem (training conditions, state builder, cost, initial controllers)
+comes from :func:`~mbpl_ros.training.direct.make_problem`; held-out test conditions are drawn from
+a separately seeded generator. For the visuomotor policy the vision layers are first pretrained on
+camera images of random arm poses and targets. Then every iteration:
+
+1. run N noisy trials per training condition: of the local controllers (off-policy), or of the
+   global policy with its own noise (MDGPS on-policy, from the second iteration on), recording the
+   states, torques, and the policy's observations (camera images for the visuomotor policy);
+2. one :class:`~mbpl_ros.gps.algorithm.MDGPS` / :class:`~mbpl_ros.gps.algorithm.BADMM` iteration
+   (dynamics fit, policy linearisation, C-step, S-step);
+3. noiseless trials of the *global policy* on every training and test condition.
+
+summary.json keeps the LQR-FLM fields (:func:`~mbpl_ros.training.direct.iteration_record`): there
+``conditions``, ``eval_cost`` describe the noiseless policy trials on the training conditions. It
+adds per iteration ``train_success_rate``, ``test_success_rate``, ``policy_cost`` (mean
+noiseless policy cost on the training conditions), ``test_policy_cost``, ``test_conditions``
+(final distance and success per test condition), ``policy_loss``, ``policy_kl``, ``sampled``
+(controllers or policy) and ``policy_faults`` (actions replaced by zeros because of non-finite
+values). The run directory also gets ``policy.pt`` (:func:`~mbpl_ros.gps.policy.save_policy`),
+``controllers.npz``, ``training.png`` and ``policy.png`` (policy success per iteration).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mbpl_ros.arm_state import ArmStateBuilder
+from mbpl_ros.core.controllers import LinearGaussianController, smoothed_noise
+from mbpl_ros.core.costs import Cost
+from mbpl_ros.core.samples import SampleBatch
+from mbpl_ros.gps.algorithm import BADMM, MDGPS, GPSConfig, Observations
+from mbpl_ros.gps.policy import GaussianPolicy, ObservationSpec, make_policy, save_policy
+from mbpl_ros.gps.policy_opt import PolicyOptConfig
+from mbpl_ros.gps.vision import pretrain_vision
+from mbpl_ros.training.config import TrainConfig
+from mbpl_ros.training.direct import (
+    Evaluation,
+    condition_table,
+    iteration_record,
+    make_problem,
+    new_summary,
+    status_line,
+)
+from mbpl_ros.training.report import write_plots
+from mbpl_sim import make_sim
+from mbpl_sim.base import ArmSim
+from mbpl_sim.tasks import Condition
+
+Actor = Callable[[int, np.ndarray, "np.ndarray | None"], np.ndarray]
+
+
+@dataclass(frozen=True)
+class GPSSettings:
+    """What a GPS run adds to :class:`~mbpl_ros.training.config.TrainConfig`."""
+
+    policy: str = "mlp"
+    """mlp: state-based policy on all of x; visuomotor: camera image + q, qd (no target)."""
+    test_conditions: int = 0
+    """Held-out conditions evaluated every iteration with noiseless policy trials."""
+    test_seed: int | None = None
+    """Seed of the test conditions (None: config.seed + 1000)."""
+    sample_on_policy: bool = False
+    """MDGPS: sample the global policy from the second iteration on."""
+    hidden: tuple[int, ...] = (64, 64)
+    """Hidden layer widths of the fully connected part."""
+    channels: int = 16
+    """Conv channels of the visuomotor network."""
+    image_size: tuple[int, int] = (64, 64)
+    policy_steps: int = 300
+    """Gradient steps per S-step."""
+    first_policy_steps: int = 1000
+    """Gradient steps of the first S-step."""
+    batch_size: int = 128
+    pretrain_images: int = 1000
+    """Visuomotor: images of random poses/targets for pretraining the vision layers."""
+    pretrain_steps: int = 1500
+    threads: int | None = 1
+    """torch threads (None: leave torch's setting). One by default: with small networks and
+    batches two threads on two busy cores ran 20x slower than one (measured)."""
+
+    def __post_init__(self) -> None:
+        if self.policy not in ("mlp", "visuomotor"):
+            raise ValueError(f"policy: expected mlp or visuomotor, found {self.policy!r}")
+        if self.test_conditions < 0:
+            raise ValueError(f"test_conditions: expected >= 0, found {self.test_conditions}")
+
+
+@dataclass(frozen=True)
+class Rollout:
+    X: np.ndarray
+    U: np.ndarray
+    images: np.ndarray | None
+    final_distance: float
+    success: bool
+    faults: int = 0
+
+
+def rollout(sim: ArmSim, builder: ArmStateBuilder, condition: Condition, actor: Actor, T: int,
+            dt: float, image_size: tuple[int, int] | None = None) -> Rollout:
+    """Reset to ``condition`` and run ``actor(t, x, image)`` for T steps of dt (recorded torques
+    are the applied ones, after clamping). Images are rendered before each action when
+    ``image_size`` is given."""
+    sim.reset(condition)
+    targets = sim.task.target_points(condition)
+    steps = max(1, round(dt / sim.timestep))
+    dX, dU = builder.layout.dim, builder.layout.action_dim
+    X, U = np.empty((T, dX)), np.empty((T, dU))
+    images = None if image_size is None else np.empty((T, *image_size, 3), dtype=np.uint8)
+    for t in range(T):
+        X[t] = builder.state(sim.joint_positions(), sim.joint_velocities(), targets)
+        img = None
+        if images is not None:
+            img = images[t] = sim.render(image_size[1], image_size[0])
+        U[t] = sim.step(actor(t, X[t], img), steps)
+    points = sim.ee_points_world()
+    return Rollout(X, U, images, sim.task.distance(points, condition),
+                   sim.task.success(points, condition))
+
+
+def controller_actor(controller: LinearGaussianController, noise: np.ndarray | None) -> Actor:
+    return lambda t, x, img: controller.act(t, x, None if noise is None else noise[t])
+
+
+class _PolicyActor:
+    """Runs the global policy; counts the actions replaced by zeros (non-finite values)."""
+
+    def __init__(self, policy: GaussianPolicy, noise: np.ndarray | None) -> None:
+        self.policy, self.noise, self.faults = policy, noise, 0
+
+    def __call__(self, t: int, x: np.ndarray, img: np.ndarray | None) -> np.ndarray:
+        a = self.policy.act(self.policy.observation.from_states(x), img,
+                            None if self.noise is None else self.noise[t])
+        self.faults += not a.valid
+        return a.u
+
+
+def policy_rollout(sim, builder, condition, policy, T, dt, noise=None) -> Rollout:
+    actor = _PolicyActor(policy, noise)
+    r = rollout(sim, builder, condition, actor, T, dt, policy.observation.image_size)
+    return Rollout(r.X, r.U, r.images, r.final_distance, r.success, actor.faults)
+
+
+def test_condition_table(config: TrainConfig, settings: GPSSettings, sim) -> list[Condition]:
+    """Held-out conditions from their own generator (never the training conditions' draws)."""
+    if settings.test_conditions == 0:
+        return []
+    seed = config.seed + 1000 if settings.test_seed is None else settings.test_seed
+    from dataclasses import replace
+
+    return condition_table(replace(config, conditions=settings.test_conditions), sim,
+                           np.random.default_rng(seed))
+
+
+def collect_pretraining_images(sim: ArmSim, config: TrainConfig, n: int,
+                               rng: np.random.Generator, image_size: tuple[int, int],
+                               joint_spread: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
+    """Images (n, H, W, 3) of random poses (ready pose +- ``joint_spread`` rad) and random
+    targets of the task, with the target positions (n, 3) to regress."""
+    from dataclasses import replace
+
+    pool = condition_table(replace(config, conditions=max(1, n // 20)), sim, rng)
+    images = np.empty((n, *image_size, 3), dtype=np.uint8)
+    targets = np.empty((n, 3))
+    arm = sim.description
+    for i in range(n):
+        c = pool[i % len(pool)]
+        sim.reset(c)
+        q = np.clip(c.joint_positions + rng.uniform(-joint_spread, joint_spread, arm.n_joints),
+                    arm.lower, arm.upper)
+        sim.set_state(q, np.zeros_like(q))
+        images[i] = sim.render(image_size[1], image_size[0])
+        targets[i] = c.target_position
+    return images, targets
+
+
+def _evaluate(sim, builder, conditions, policy, config, cost: Cost) -> tuple[
+    list[Evaluation], int
+]:
+    evals, faults = [], 0
+    for c in conditions:
+        r = policy_rollout(sim, builder, c, policy, config.horizon, config.dt)
+        evals.append(Evaluation(r.final_distance, r.success, float(np.sum(cost.eval(r.X, r.U).l))))
+        faults += r.faults
+    return evals, faults
+
+
+def train(config: TrainConfig, settings: GPSSettings | None = None) -> dict:
+    """Run MDGPS or BADMM (``config.algorithm``) on the simulated arm; returns the summary."""
+    settings = settings or GPSSettings()
+    if config.algorithm not in ("mdgps", "badmm"):
+        raise ValueError(f"gps_loop.train: expected algorithm mdgps or badmm, found "
+                         f"{config.algorithm!r}")
+    old_threads = torch.get_num_threads()
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    config.out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(config.seed)
+    sim = make_sim(config.backend, config.urdf, config.ee_link, task=config.task)
+    try:
+        problem = make_problem(config, rng, sim)
+        conditions, builder, cost = problem.conditions, problem.builder, problem.cost
+        tests = test_condition_table(config, settings, sim)
+        layout = builder.layout
+        joints = tuple(sim.description.joint_names)
+        if settings.policy == "visuomotor":
+            spec = ObservationSpec.visuomotor(layout, joints, settings.image_size)
+        else:
+            spec = ObservationSpec.full_state(layout, joints)
+        policy = make_policy(spec, layout.action_dim, settings.hidden, settings.channels,
+                             seed=config.seed)
+        summary = new_summary(config, sim.description, gps=_settings_dict(settings))
+        start = time.perf_counter()
+        if settings.policy == "visuomotor":
+            images, targets = collect_pretraining_images(
+                sim, config, settings.pretrain_images, np.random.default_rng(config.seed + 2000),
+                settings.image_size)
+            pre = pretrain_vision(policy.network.vision, images, targets,
+                                  steps=settings.pretrain_steps, seed=config.seed)
+            summary["vision_pretraining"] = {"images": len(images), "rmse_m": pre.rmse,
+                                             "seconds": pre.seconds}
+            _log(config, f"vision pretraining: target position RMSE {pre.rmse * 100:.1f} cm "
+                         f"on {len(images)} images, {pre.seconds:.0f} s")
+        gps_config = GPSConfig(
+            lqr=config.lqr,
+            policy_opt=PolicyOptConfig(steps=settings.policy_steps,
+                                       batch_size=settings.batch_size, seed=config.seed),
+            first_policy_steps=settings.first_policy_steps,
+            sample_on_policy=settings.sample_on_policy)
+        cls = MDGPS if config.algorithm == "mdgps" else BADMM
+        algo = cls(gps_config, layout.dim, layout.action_dim, config.horizon, problem.initial,
+                   policy)
+        image_size = spec.image_size
+        trials = env_steps = eval_trials = 0
+        for i in range(config.iterations):
+            on_policy = algo.samples_from_policy()
+            batches, observations, faults = [], [], 0
+            for m, condition in enumerate(conditions):
+                runs = []
+                for _ in range(config.samples):
+                    noise = smoothed_noise(rng, config.horizon, layout.action_dim,
+                                           config.noise_smoothing)
+                    if on_policy:
+                        r = policy_rollout(sim, builder, condition, policy, config.horizon,
+                                           config.dt, noise)
+                        faults += r.faults
+                    else:
+                        r = rollout(sim, builder, condition,
+                                    controller_actor(algo.controllers[m], noise), config.horizon,
+                                    config.dt, image_size)
+                    runs.append(r)
+                X = np.stack([r.X for r in runs])
+                batches.append(SampleBatch(X, np.stack([r.U for r in runs])))
+                observations.append(Observations(
+                    spec.from_states(X),
+                    None if image_size is None else np.stack([r.images for r in runs])))
+                trials += len(runs)
+                env_steps += len(runs) * config.horizon
+            report = algo.iteration(batches, observations, cost)
+
+            train_eval, f1 = _evaluate(sim, builder, conditions, policy, config, cost)
+            test_eval, f2 = _evaluate(sim, builder, tests, policy, config, cost)
+            eval_trials += len(train_eval) + len(test_eval)
+            record = iteration_record(
+                i, report, train_eval, trials, env_steps, time.perf_counter() - start,
+                eval_trials=eval_trials,
+                train_success_rate=_rate(train_eval),
+                test_success_rate=_rate(test_eval) if tests else None,
+                policy_cost=float(np.mean([e.cost for e in train_eval])),
+                test_policy_cost=float(np.mean([e.cost for e in test_eval])) if tests else None,
+                test_conditions=[{"condition": j, "final_distance": e.final_distance,
+                                  "success": e.success, "eval_cost": e.cost}
+                                 for j, e in enumerate(test_eval)],
+                policy_loss=report.policy_loss_after,
+                policy_kl=list(report.policy_kl),
+                policy_s=report.policy_s,
+                sampled="policy" if on_policy else "controllers",
+                policy_faults=faults + f1 + f2)
+            summary["iterations"].append(record)
+            line = status_line(record).replace("noiseless cost", "policy cost")
+            if tests:
+                line += f", test success {record['test_success_rate']:.0%} ({len(tests)})"
+            _log(config, line + f", policy update {report.policy_s:.1f} s")
+            _write_run(config, summary, algo, policy, layout.names())
+            np.savez(config.out / "samples.npz",
+                     obs=np.concatenate([o.obs for o in observations]),
+                     state_names=np.array(spec.state_names))
+        return summary
+    finally:
+        sim.close()
+        torch.set_num_threads(old_threads)
+
+
+def _rate(evals: list[Evaluation]) -> float | None:
+    return float(np.mean([e.success for e in evals])) if evals else None
+
+
+def _settings_dict(settings: GPSSettings) -> dict:
+    d = asdict(settings)
+    d["hidden"], d["image_size"] = list(settings.hidden), list(settings.image_size)
+    return d
+
+
+def _log(config: TrainConfig, line: str) -> None:
+    """One line per event (GPS iterations are long; there is no progress bar)."""
+    print(line, flush=True)
+
+
+def _write_run(config: TrainConfig, summary: dict, algo, policy: GaussianPolicy,
+               state_names: list[str]) -> None:
+    out = config.out
+    path = out / "summary.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(path)
+    save_policy(policy, out / "policy.pt", task=config.task, dt=config.dt,
+                algorithm=config.algorithm)
+    ctrls = algo.controllers
+    np.savez(out / "controllers.npz", K=np.stack([c.K for c in ctrls]),
+             k=np.stack([c.k for c in ctrls]), covar=np.stack([c.covar for c in ctrls]),
+             state_names=np.array(state_names))
+    write_plots(summary, out)
+    write_policy_plot(summary, out)
+
+
+def write_policy_plot(summary: dict, out: Path) -> Path:
+    """policy.png: training and test success of the noiseless policy, and its cost."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    its = summary["iterations"]
+    x = [r["iteration"] for r in its]
+    fig, (ax_s, ax_c) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_s.plot(x, [r["train_success_rate"] for r in its], "o-", label="training conditions")
+    if its and its[0]["test_success_rate"] is not None:
+        ax_s.plot(x, [r["test_success_rate"] for r in its], "s--", label="held-out conditions")
+    ax_s.set_ylim(-0.05, 1.05)
+    ax_s.set_xlabel("iteration")
+    ax_s.set_ylabel("policy success rate")
+    ax_s.set_title(f"{summary['algorithm']} {summary['gps']['policy']} policy: success")
+    ax_s.legend()
+    ax_c.plot(x, [r["policy_cost"] for r in its], "o-", label="policy (training conditions)")
+    if its and its[0]["test_policy_cost"] is not None:
+        ax_c.plot(x, [r["test_policy_cost"] for r in its], "s--", label="policy (held-out)")
+    ax_c.plot(x, [r["mean_cost"] for r in its], "^:", label="noisy samples")
+    ax_c.set_xlabel("iteration")
+    ax_c.set_ylabel("trajectory cost")
+    ax_c.legend()
+    fig.tight_layout()
+    path = out / "policy.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
