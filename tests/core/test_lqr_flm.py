@@ -164,3 +164,24 @@ def test_iteration_refuses_bad_input():
         SampleBatch(X, np.zeros((3, T, dU)))
     with pytest.raises(MismatchError, match="controller 0"):
         LQRFLM(LQRFLMConfig(), dX + 1, dU, T, 0.05, [_zero_controller()])
+
+
+def test_one_seed_gives_one_run():
+    def run(seed):
+        rng = np.random.default_rng(seed)
+        system = random_linear_system(dX, dU, np.random.default_rng(0))
+        x0s = [np.zeros(dX), np.ones(dX)]
+        algo = LQRFLM(LQRFLMConfig(), dX, dU, T, 0.05, [_zero_controller()] * 2)
+        reports = []
+        for _ in range(3):
+            batches = [collect(system, c, x0, 5, rng, smooth_sigma=2.0)
+                       for c, x0 in zip(algo.controllers, x0s, strict=True)]
+            reports.append(algo.iteration(batches, _cost()))
+        return algo, reports
+
+    (a, ra), (b, rb), (c, _) = run(7), run(7), run(8)
+    for x, y in zip(a.controllers, b.controllers, strict=True):
+        np.testing.assert_array_equal(x.K, y.K)
+        np.testing.assert_array_equal(x.k, y.k)
+    assert [r.mean_cost for r in ra] == [r.mean_cost for r in rb]
+    assert not np.array_equal(a.controllers[0].k, c.controllers[0].k)
