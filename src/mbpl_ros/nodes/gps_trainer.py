@@ -215,7 +215,8 @@ PARAMETERS = {
     "trial_retries": (2, "extra attempts of an aborted trial"),
     "retry_delay_s": (0.5, "wait before the first retry of a trial, s (doubles per retry)"),
     "trial_timeout_s": (0.0, "result timeout per trial, s; 0: 60 + 10 * horizon * dt"),
-    "server_timeout_s": (30.0, "wait for an executor or the fitter to appear, s"),
+    "startup_timeout_s": (120.0, "wait for the executors and the fitter at start, s"),
+    "server_timeout_s": (30.0, "wait for an executor or the fitter to appear later on, s"),
     "fit_timeout_s": (300.0, "wait for a fit, s"),
     "kl_step": (0.2, "LQR-FLM base KL step per time step"),
     "min_step_mult": (0.01, "lower bound of the step multiplier"),
@@ -261,6 +262,7 @@ class GpsTrainer(Node):
         T = self.config.horizon
         self.trial_timeout = p["trial_timeout_s"] or 60.0 + 10.0 * T * self.config.dt
         self.server_timeout = p["server_timeout_s"]
+        self.startup_timeout = p["startup_timeout_s"]
         self.retry_delay = p["retry_delay_s"]
         self.fit_timeout = p["fit_timeout_s"]
         group = ReentrantCallbackGroup()
@@ -274,6 +276,10 @@ class GpsTrainer(Node):
     def run(self) -> dict:
         """Train; returns the summary (also in <out>/summary.json)."""
         cfg = self.config
+        if cfg.urdf is not None and cfg.task == "reach":
+            raise TrainingError("reach with another URDF: the direct loop draws goals from that "
+                                "arm's forward kinematics, but the sim bridge and state estimator "
+                                "only know the workspace-box condition table; use --graph direct")
         cfg.out.mkdir(parents=True, exist_ok=True)
         self.problem = make_problem(cfg, np.random.default_rng(cfg.seed))
         layout = self.problem.layout
@@ -300,6 +306,7 @@ class GpsTrainer(Node):
         log.info(f"session {cfg.out}: {cfg.task}, {cfg.conditions} conditions x {cfg.samples} "
                  f"samples, T={cfg.horizon}, iterations {start_iteration}..{cfg.iterations - 1}, "
                  f"workers {[w.action_name for w in self.workers]}")
+        self._wait_for_graph()
         if cfg.resume and start_iteration > 0:
             self._replay_fitter(start_iteration)
         for i in range(start_iteration, cfg.iterations):
@@ -307,6 +314,26 @@ class GpsTrainer(Node):
         self._publish_status(cfg.iterations - 1 if cfg.iterations else 0, "finished",
                              summary["iterations"][-1] if summary["iterations"] else None)
         return summary
+
+    def _wait_for_graph(self) -> None:
+        """Wait (up to startup_timeout_s) for every executor and the fitter: node processes
+        starting together on a busy machine take a while. Missing executors are only logged
+        (their trials go to the others); no executor or no fitter ends the session."""
+        end = time.monotonic() + self.startup_timeout
+        pending = [w for w in self.workers if not w.client.server_is_ready()]
+        while time.monotonic() < end and (pending or not self.fitter.service_is_ready()):
+            self._sleep(0.1)
+            pending = [w for w in pending if not w.client.server_is_ready()]
+        if not self.fitter.service_is_ready():
+            raise TrainingError(f"dynamics fitter {self.fitter.srv_name} did not appear within "
+                                f"{self.startup_timeout:.0f} s")
+        if len(pending) == len(self.workers):
+            raise TrainingError(f"no controller executor appeared within "
+                                f"{self.startup_timeout:.0f} s: "
+                                f"{[w.action_name for w in pending]}")
+        if pending:
+            self.get_logger().warning(f"executors not available, continuing without them for "
+                                      f"now: {[w.action_name for w in pending]}")
 
     def _restore_or_start(self) -> tuple[LQRFLM, dict]:
         cfg, problem = self.config, self.problem
