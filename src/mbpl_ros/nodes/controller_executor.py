@@ -1,0 +1,731 @@
+"""controller_executor: runs the arm's control loop, trials of linear-Gaussian controllers, resets,
+hold and e-stop (the logic is :mod:`mbpl_ros.executor`; this node only wires it to ROS).
+
+Topics (relative, so a namespace gives one executor per arm):
+  in   state                        mbpl_interfaces/ArmState (from the state_estimator)
+  out  effort_controller/commands   std_msgs/Float64MultiArray, one effort per joint, URDF order
+  out  target_position              geometry_msgs/PointStamped, transient local (trial targets)
+  out  rollouts                     mbpl_interfaces/Rollout (every finished or aborted trial)
+  out  ~/status                     mbpl_interfaces/ExecutorStatus (status_rate_hz, and on mode
+                                    changes)
+Services: ~/estop, ~/release, ~/hold (std_srvs/Trigger), ~/reset_to_condition (ResetToCondition).
+Action:   ~/run_trial (RunTrial).
+
+Threads: the control loop runs in its own thread (real time: DeadlineLoop at loop_rate_hz,
+SCHED_FIFO when permitted, a command published every tick; lockstep: woken by each new ArmState).
+Callbacks only write the latest-value state slot, queue requests for the loop (deque appends) and
+read results the loop queued; the slow work (validating controllers, building rollout messages,
+service calls to the bridge, waiting for the estimator to show the target) runs as coroutines on
+the ROS executor thread, never in the loop.
+
+lockstep vs real time: see :mod:`mbpl_ros.executor.core`. In lockstep a reset calls the bridge's
+reset service (the simulator teleports) instead of running the PD reset, and the staleness
+watchdog only measures how long a sent command has gone unanswered (lockstep_timeout_s).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import PointStamped
+from mbpl_interfaces.action import RunTrial
+from mbpl_interfaces.msg import ArmState, ExecutorStatus, Rollout
+from mbpl_interfaces.srv import ResetToCondition
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.impl.implementation_singleton import rclpy_implementation
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.task import Future
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import Trigger
+
+from mbpl_ros.conversions import MessageError, controller_from_msg, rollout_to_msg
+from mbpl_ros.core.controllers import LinearGaussianController
+from mbpl_ros.core.state import StateLayout
+from mbpl_ros.executor import (
+    CancelTrial,
+    EStop,
+    ExecutorConfig,
+    ExecutorCore,
+    FinishReset,
+    Hold,
+    Mode,
+    ModeChanged,
+    PdGains,
+    Release,
+    ResetFinished,
+    ResetSettings,
+    SafetyAction,
+    SafetyFilter,
+    SafetyLimits,
+    StartReset,
+    StartTrial,
+    StateSample,
+    TrialFinished,
+    TrialProgress,
+    TrialResult,
+    TrialRun,
+    TrialSpec,
+)
+from mbpl_ros.nodes.state_estimator import STATE_QOS, TARGET_QOS, make_executor, spin
+from mbpl_ros.realtime import DeadlineLoop, LatestValue, try_realtime_priority
+from mbpl_sim import DEFAULT_EE_LINK, default_urdf
+from mbpl_sim.description import ArmDescription
+from mbpl_sim.tasks import TASK_NAMES, Condition, make_conditions, make_task, task_kinematics
+
+TIME_BASES = ("realtime", "lockstep")
+INITIAL_MODES = ("idle", "hold")
+RCLError = rclpy_implementation.RCLError
+EVENT_POLL_S = 0.01
+"""How often the ROS thread collects the loop's events (trial results, progress, logs), s."""
+
+
+class GoalError(ValueError):
+    """A RunTrial goal or reset request that cannot be run, with the reason."""
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """A validated RunTrial goal."""
+
+    condition_index: int
+    condition: Condition
+    controller: LinearGaussianController
+    horizon: int
+    dt: float
+    ticks_per_step: int
+
+
+class ControllerExecutor(Node):
+    """The arm's control loop and the trial action server."""
+
+    def __init__(self, **node_kwargs) -> None:
+        super().__init__("controller_executor", **node_kwargs)
+        p = self._declare_parameters()
+        self.lockstep: bool = p["mode"] == "lockstep"
+        urdf = p["urdf"] or str(default_urdf())
+        ee_link = p["ee_link"] or (DEFAULT_EE_LINK if not p["urdf"] else "")
+        if not ee_link:
+            raise ValueError("ee_link: expected the end-effector link of the given urdf, found ''")
+        self.arm = ArmDescription.from_urdf(urdf, ee_link)
+        self.task = make_task(p["task"])
+        kinematics = task_kinematics(self.task, self.arm)
+        self.layout = StateLayout(self.arm.n_joints, self.task.n_points)
+        self.state_names: list[str] = self.layout.names()
+        self.conditions: list[Condition] = make_conditions(
+            self.task, self.arm, p["conditions"], np.random.default_rng(p["seed"]))
+        self.period_s: float = 1.0 / p["loop_rate_hz"]
+        self.target_wait_s: float = p["target_wait_s"]
+        self.bridge_timeout_s: float = p["bridge_timeout_s"]
+        self.realtime_priority: int = p["realtime_priority"]
+        self.stats_file: str = p["stats_file"]
+
+        gains = self._gains(p, kinematics.mass_matrix(self.conditions[0].joint_positions))
+        reset = ResetSettings(p["reset_position_tolerance"], p["reset_velocity_tolerance"],
+                              p["reset_timeout_s"], p["reset_max_velocity"])
+        limits = SafetyLimits(self.arm.effort_limits, self.arm.lower, self.arm.upper,
+                              p["joint_limit_margin"], gains.kd)
+        config = ExecutorConfig(gains, reset, self.lockstep, p["stale_hold_ms"] * 1e-3,
+                                p["stale_stop_ms"] * 1e-3, p["lockstep_timeout_s"])
+        self.core = ExecutorCore(config, SafetyFilter(limits), Mode(p["initial_mode"]))
+        self.reset_settings = reset
+
+        self._state: LatestValue[StateSample] = LatestValue()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._tokens = itertools.count(1)
+        self._pending: dict[int, Future] = {}
+        self._goal_handles: dict[int, object] = {}
+        self._goal_tokens: dict[bytes, int] = {}
+        self._validated: tuple[RunTrial.Goal, TrialPlan] | None = None
+        self._trial_busy = False
+        self._log_times: dict[str, float] = {}
+        self._log_suppressed: dict[str, int] = {}
+        self.last_rejection = ""
+        self.loop_ticks = 0
+
+        window = max(1, round(p["stats_window_s"] / self.period_s))
+        self._loop = DeadlineLoop(self.period_s, history=window)
+        self._latency_stamp_ns = np.zeros(window, dtype=np.int64)
+        self._latency_time = np.zeros(window)
+        self._latency_count = 0
+        self._cpu_log: list[tuple[float, float, float]] = []
+        self._last_commanded: StateSample | None = None
+        self._command_msg = Float64MultiArray()
+        self.realtime_granted = False
+
+        group = ReentrantCallbackGroup()
+        self._command_pub = self.create_publisher(
+            Float64MultiArray, "effort_controller/commands", STATE_QOS)
+        self._target_pub = self.create_publisher(PointStamped, "target_position", TARGET_QOS)
+        self._rollout_pub = self.create_publisher(Rollout, "rollouts", 10)
+        self._status_pub = self.create_publisher(ExecutorStatus, "~/status", 10)
+        self.create_subscription(ArmState, "state", self._on_state, STATE_QOS)
+        self.create_service(Trigger, "~/estop", self._on_estop, callback_group=group)
+        self.create_service(Trigger, "~/release", self._on_release, callback_group=group)
+        self.create_service(Trigger, "~/hold", self._on_hold, callback_group=group)
+        self.create_service(ResetToCondition, "~/reset_to_condition", self._on_reset,
+                            callback_group=group)
+        self._bridge_client = self.create_client(
+            ResetToCondition, p["bridge_reset_service"], callback_group=group) \
+            if self.lockstep else None
+        self._action = ActionServer(
+            self, RunTrial, "~/run_trial", execute_callback=self._execute_trial,
+            goal_callback=self._on_goal, cancel_callback=self._on_cancel,
+            callback_group=group, result_timeout=60)
+        self.create_timer(EVENT_POLL_S, self._drain_events, callback_group=group)
+        self.create_timer(1.0 / p["status_rate_hz"], self._publish_status, callback_group=group)
+
+        target = self._lockstep_loop if self.lockstep else self._realtime_loop
+        self._thread = threading.Thread(target=target, name="control_loop", daemon=True)
+        self._thread.start()
+        pace = "one command per state" if self.lockstep else f"{p['loop_rate_hz']:.0f} Hz loop"
+        self.get_logger().info(
+            f"{p['mode']} executor for joints {list(self.arm.joint_names)}, task {p['task']}, "
+            f"{len(self.conditions)} conditions, dX {self.layout.dim}, {pace}, initial mode "
+            f"{p['initial_mode']}; PD kp {np.round(gains.kp, 2).tolist()} "
+            f"kd {np.round(gains.kd, 3).tolist()}")
+
+    # ------------------------------------------------------------------------ parameters
+
+    def _declare_parameters(self) -> dict:
+        specs = {
+            "mode": ("realtime", "time base: realtime (1 kHz wall-clock loop) or lockstep (one "
+                                 "command per new state, against the bridge's lockstep mode)"),
+            "urdf": ("", "robot description file; empty: the project's 7-DoF arm"),
+            "ee_link": ("", "end-effector link; empty: the default arm's tool link"),
+            "task": ("reach", "task (reach or peg): the state layout and the condition table"),
+            "conditions": (4, "size of the condition table (same table as the sim bridge)"),
+            "seed": (0, "seed of the condition table"),
+            "loop_rate_hz": (1000.0, "control loop rate in real time, Hz"),
+            "initial_mode": ("idle", "mode at start: idle (zero torque) or hold"),
+            "pd_frequency_hz": (3.0, "reset/hold PD natural frequency per joint, Hz (gains from "
+                                     "the URDF inertia at condition 0) unless pd_kp/pd_kd given"),
+            "pd_damping_ratio": (1.0, "reset/hold PD damping ratio"),
+            "reset_position_tolerance": (0.01, "reset done when max |q - q0| is below, rad"),
+            "reset_velocity_tolerance": (0.05, "and max |qd| is below, rad/s"),
+            "reset_timeout_s": (10.0, "a PD reset not done after this long holds instead, s"),
+            "reset_max_velocity": (0.5, "peak joint speed of the reset path, rad/s"),
+            "joint_limit_margin": (0.05, "zone inside each position limit where outward torque "
+                                         "is removed and outward velocity damped, rad"),
+            "stale_hold_ms": (5.0, "realtime: hold the last command when the state is older, ms"),
+            "stale_stop_ms": (20.0, "realtime: zero torque and abort when older, ms"),
+            "lockstep_timeout_s": (2.0, "lockstep: abort a trial when a command is unanswered "
+                                        "this long, s"),
+            "bridge_reset_service": ("/sim_bridge/reset_to_condition",
+                                     "lockstep: the simulator's reset service"),
+            "bridge_timeout_s": (10.0, "lockstep: wait this long for the reset service, s"),
+            "target_wait_s": (5.0, "wait this long for the state to show a new target, s"),
+            "status_rate_hz": (2.0, "ExecutorStatus rate, Hz (also sent on mode changes)"),
+            "realtime_priority": (80, "SCHED_FIFO priority of the loop thread; 0: do not ask"),
+            "gil_switch_interval_us": (200.0, "Python thread switch interval, µs, so the loop "
+                                              "thread gets the interpreter back quickly from "
+                                              "callbacks (Python's default is 5000)"),
+            "stats_window_s": (10.0, "lateness percentiles cover the last this many seconds"),
+            "stats_file": ("", "write loop statistics here (JSON) at shutdown; empty: none"),
+        }
+        values = {}
+        for name, (default, description) in specs.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+            values[name] = self.get_parameter(name).value
+        for name, description in (("pd_kp", "reset/hold stiffness per joint, N m/rad"),
+                                  ("pd_kd", "reset/hold damping per joint, N m s/rad")):
+            self.declare_parameter(name, Parameter.Type.DOUBLE_ARRAY,
+                                   ParameterDescriptor(description=description))
+            try:
+                values[name] = list(self.get_parameter(name).value)
+            except ParameterUninitializedException:
+                values[name] = None
+        self._validate_parameters(values)
+        if values["gil_switch_interval_us"] > 0:
+            sys.setswitchinterval(values["gil_switch_interval_us"] * 1e-6)
+        return values
+
+    @staticmethod
+    def _validate_parameters(v: dict) -> None:
+        if v["mode"] not in TIME_BASES:
+            raise ValueError(f"mode: expected one of {TIME_BASES}, found {v['mode']!r}")
+        if v["initial_mode"] not in INITIAL_MODES:
+            raise ValueError(f"initial_mode: expected one of {INITIAL_MODES}, found "
+                             f"{v['initial_mode']!r}")
+        if v["task"] not in TASK_NAMES:
+            raise ValueError(f"task: expected one of {TASK_NAMES}, found {v['task']!r}")
+        if v["urdf"] and not Path(v["urdf"]).is_file():
+            raise FileNotFoundError(f"urdf: no such file {v['urdf']!r}")
+        if v["conditions"] < 1:
+            raise ValueError(f"conditions: expected >= 1, found {v['conditions']}")
+        positive = ("loop_rate_hz", "pd_frequency_hz", "stale_hold_ms", "stale_stop_ms",
+                    "lockstep_timeout_s", "bridge_timeout_s", "target_wait_s", "status_rate_hz",
+                    "stats_window_s", "reset_position_tolerance", "reset_velocity_tolerance",
+                    "reset_timeout_s", "reset_max_velocity")
+        for name in positive:
+            if not v[name] > 0:
+                raise ValueError(f"{name}: expected > 0, found {v[name]}")
+        if v["stale_stop_ms"] < v["stale_hold_ms"]:
+            raise ValueError(f"stale_stop_ms: expected >= stale_hold_ms ({v['stale_hold_ms']}), "
+                             f"found {v['stale_stop_ms']}")
+        if v["joint_limit_margin"] < 0 or v["pd_damping_ratio"] < 0:
+            raise ValueError("joint_limit_margin and pd_damping_ratio: expected >= 0, found "
+                             f"{v['joint_limit_margin']} and {v['pd_damping_ratio']}")
+        if not 0 <= v["realtime_priority"] <= 99:
+            raise ValueError(f"realtime_priority: expected 0..99, found {v['realtime_priority']}")
+
+    def _gains(self, p: dict, mass_matrix: np.ndarray) -> PdGains:
+        derived = PdGains.from_inertia(np.diag(mass_matrix), p["pd_frequency_hz"],
+                                       p["pd_damping_ratio"])
+        n = self.arm.n_joints
+        for name in ("pd_kp", "pd_kd"):
+            if p[name] is not None and len(p[name]) != n:
+                raise ValueError(f"{name}: expected {n} gains (one per joint), found "
+                                 f"{len(p[name])}")
+        return PdGains(derived.kp if p["pd_kp"] is None else np.array(p["pd_kp"]),
+                       derived.kd if p["pd_kd"] is None else np.array(p["pd_kd"]))
+
+    # ------------------------------------------------------------------------ the loop
+
+    def _on_state(self, msg: ArmState) -> None:
+        """Subscription callback: convert, check sizes, overwrite the slot (and wake lockstep)."""
+        now = time.monotonic()
+        n = self.arm.n_joints
+        q = np.asarray(msg.joint_positions, dtype=float)
+        qd = np.asarray(msg.joint_velocities, dtype=float)
+        if q.shape != (n,) or qd.shape != (n,) or not (np.isfinite(q).all()
+                                                       and np.isfinite(qd).all()):
+            self._log_once_per_s("bad_state", f"state rejected: expected {n} finite joint "
+                                 f"positions and velocities, found {q.tolist()}, {qd.tolist()}")
+            return
+        x = np.asarray(msg.x, dtype=float) if len(msg.x) else None
+        target = np.asarray(msg.target_position, dtype=float) \
+            if len(msg.target_position) == 3 else None
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        self._state.write(StateSample(now, stamp_ns * 1e-9, q, qd, x, target, stamp_ns), now)
+        if self.lockstep:
+            self._wake.set()
+
+    def _control_step(self) -> None:
+        """One step of the loop: newest state -> core -> publish (shared by both time bases)."""
+        now = time.monotonic()
+        slot = self._state.read()
+        sample = None if slot is None else slot[1]
+        try:
+            effort = self.core.step(now, sample)
+        except Exception as err:  # the loop must survive anything: stop the arm, keep going
+            effort = None if self.lockstep else np.zeros(self.arm.n_joints)
+            self.core.submit(EStop(f"internal error in the control step: {err!r}"))
+            self._log_once_per_s("loop_error", f"control step failed, e-stop: {err!r}")
+        if effort is not None:
+            self._command_msg.data = effort.tolist()
+            try:
+                self._command_pub.publish(self._command_msg)
+            except RCLError:
+                if self.context.ok():
+                    raise
+                self._stop.set()  # shutting down: the context went away under the loop
+                return
+            if sample is not None and sample is not self._last_commanded:
+                self._last_commanded = sample
+                i = self._latency_count % self._latency_time.size
+                self._latency_stamp_ns[i] = sample.stamp_ns
+                self._latency_time[i] = time.monotonic()
+                self._latency_count += 1
+        self.loop_ticks += 1
+
+    def _realtime_loop(self) -> None:
+        if self.realtime_priority > 0:
+            self.realtime_granted = try_realtime_priority(self.realtime_priority)
+        self.get_logger().info(
+            f"control loop at {1.0 / self.period_s:.0f} Hz, SCHED_FIFO "
+            f"{'granted' if self.realtime_granted else 'not granted (normal priority)'}")
+
+        def tick(i: int) -> bool:
+            self._control_step()
+            if i % 1000 == 0:
+                self._cpu_log.append((time.monotonic(), time.thread_time(), time.process_time()))
+            return True
+
+        try:
+            self._loop.run(tick, self._stop)
+        finally:
+            self._cpu_log.append((time.monotonic(), time.thread_time(), time.process_time()))
+
+    def _lockstep_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=0.05)
+            self._wake.clear()
+            self._control_step()
+
+    def _submit(self, request) -> None:
+        self.core.submit(request)
+        self._wake.set()
+
+    # ------------------------------------------------------------------ events from the loop
+
+    def _drain_events(self) -> None:
+        progress: dict[int, int] = {}
+        while self.core.events:
+            event = self.core.events.popleft()
+            if isinstance(event, TrialProgress):
+                progress[event.token] = event.step
+            elif isinstance(event, ModeChanged):
+                self.get_logger().info(f"mode {event.mode.value}: {event.reason}")
+                self._publish_status()
+            elif isinstance(event, SafetyAction):
+                self._log_once_per_s(event.kind, f"safety: {event.message}")
+            elif isinstance(event, TrialFinished | ResetFinished):
+                future = self._pending.pop(event.token, None)
+                if future is not None and not future.done():
+                    future.set_result(event)
+        for token, step in progress.items():
+            handle = self._goal_handles.get(token)
+            if handle is not None and handle.is_active:
+                handle.publish_feedback(RunTrial.Feedback(step=step))
+
+    def _log_once_per_s(self, kind: str, message: str) -> None:
+        """Warn at most once a second per kind, counting what was suppressed."""
+        now = time.monotonic()
+        if now - self._log_times.get(kind, -1e9) < 1.0:
+            self._log_suppressed[kind] = self._log_suppressed.get(kind, 0) + 1
+            return
+        suppressed = self._log_suppressed.pop(kind, 0)
+        self._log_times[kind] = now
+        more = f" (+{suppressed} similar in the last second)" if suppressed else ""
+        self.get_logger().warning(message + more)
+
+    def _publish_status(self, reason: str | None = None) -> None:
+        msg = ExecutorStatus()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.mode = self.core.mode.value
+        msg.reason = reason if reason is not None else self.core.reason
+        msg.ticks = self.loop_ticks
+        msg.trial_step = self.core.trial_step
+        if not self.lockstep:
+            stats = self._loop.stats()
+            msg.missed_ticks = stats.missed
+            msg.lateness_p99_us = 0.0 if np.isnan(stats.p99_us) else stats.p99_us
+        self._status_pub.publish(msg)
+
+    # ------------------------------------------------------------------------ coroutines
+
+    def _expect(self, token: int) -> Future:
+        future = Future()
+        self._pending[token] = future
+        return future
+
+    async def _wait_until(self, predicate: Callable[[], bool], timeout_s: float,
+                          period_s: float = 0.005) -> bool:
+        """Await ``predicate()`` becoming true (checked every ``period_s``) or ``timeout_s``."""
+        if predicate():
+            return True
+        future = Future()
+        deadline = time.monotonic() + timeout_s
+
+        def check() -> None:
+            if future.done():
+                return
+            if predicate():
+                future.set_result(True)
+            elif time.monotonic() > deadline:
+                future.set_result(False)
+
+        timer = self.create_timer(period_s, check)
+        try:
+            return await future
+        finally:
+            self.destroy_timer(timer)
+
+    def _condition(self, request: ResetToCondition.Request) -> Condition:
+        """The table's condition, with the request's joint positions/target if given."""
+        index = request.condition
+        if index >= len(self.conditions):
+            raise GoalError(f"unknown condition {index}: the table has {len(self.conditions)} "
+                            f"(0..{len(self.conditions) - 1})")
+        base = self.conditions[index]
+        q = np.asarray(request.joint_positions, dtype=float) if len(request.joint_positions) \
+            else base.joint_positions
+        target = np.asarray(request.target_position, dtype=float) \
+            if len(request.target_position) else base.target_position
+        try:
+            q = self.arm.check_positions(q, "reset joint positions")
+            return Condition(q, target)
+        except ValueError as err:
+            raise GoalError(str(err)) from err
+
+    def _refusal(self) -> str | None:
+        if self.core.mode is Mode.ESTOP:
+            return "e-stop latched: call ~/release first"
+        if self._trial_busy or self.core.busy:
+            return f"busy: the executor is in {self.core.mode.value} ({self.core.reason})"
+        return None
+
+    def _publish_target(self, target: np.ndarray) -> None:
+        msg = PointStamped()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = self.arm.root_link
+        msg.point.x, msg.point.y, msg.point.z = (float(v) for v in target)
+        self._target_pub.publish(msg)
+
+    def _state_shows(self, target: np.ndarray, q_goal: np.ndarray | None) -> bool:
+        slot = self._state.read()
+        if slot is None:
+            return False
+        sample = slot[1]
+        if sample.x is None or sample.target is None or np.any(sample.target != target):
+            return False
+        if q_goal is None:
+            return True
+        tolerance = 1e-6 if self.lockstep else 2 * self.reset_settings.position_tolerance
+        return float(np.max(np.abs(sample.q - q_goal))) <= tolerance
+
+    async def _reset(self, request: ResetToCondition.Request, condition: Condition
+                     ) -> tuple[bool, str]:
+        """Reset to ``condition`` (PD in real time, the bridge's service in lockstep) and wait
+        until the state shows its joint positions and target."""
+        token = next(self._tokens)
+        future = self._expect(token)
+        self._publish_target(condition.target_position)
+        if not self.lockstep:
+            self._submit(StartReset(token, condition.joint_positions))
+            event: ResetFinished = await future
+            ok, reason = event.ok, event.reason
+        else:
+            self._submit(StartReset(token, condition.joint_positions, external=True))
+            ok, reason = await self._call_bridge_reset(request)
+            self._submit(FinishReset(token, ok, reason))
+            event = await future
+            ok, reason = event.ok and ok, event.reason
+        if not ok:
+            return False, reason
+        target, q_goal = condition.target_position, condition.joint_positions
+        if not await self._wait_until(lambda: self._state_shows(target, q_goal),
+                                      self.target_wait_s):
+            return False, (f"reset: no state with q0 and target {target.tolist()} within "
+                           f"{self.target_wait_s} s (is the state_estimator running?)")
+        return True, reason
+
+    async def _call_bridge_reset(self, request: ResetToCondition.Request) -> tuple[bool, str]:
+        client = self._bridge_client
+        name = client.srv_name
+        if not await self._wait_until(client.service_is_ready, self.bridge_timeout_s, 0.05):
+            return False, f"reset: the simulator's service {name} is not available"
+        future = client.call_async(request)
+        if not await self._wait_until(future.done, self.bridge_timeout_s):
+            return False, f"reset: {name} did not answer within {self.bridge_timeout_s} s"
+        response = future.result()
+        if response is None or not response.success:
+            return False, f"reset refused by {name}: {getattr(response, 'message', 'no answer')}"
+        return True, f"reset by the simulator: {response.message}"
+
+    # ------------------------------------------------------------------------- services
+
+    def _on_estop(self, request: Trigger.Request, response: Trigger.Response):
+        self._submit(EStop("~/estop called"))
+        response.success = True
+        response.message = "e-stop latched: zero torque until ~/release"
+        self.get_logger().warning("e-stop requested")
+        return response
+
+    def _on_release(self, request: Trigger.Request, response: Trigger.Response):
+        response.success = self.core.mode is Mode.ESTOP
+        self._submit(Release())
+        response.message = "released: holding the current position" if response.success \
+            else f"not in e-stop (mode {self.core.mode.value})"
+        return response
+
+    def _on_hold(self, request: Trigger.Request, response: Trigger.Response):
+        response.success = self.core.mode is not Mode.ESTOP
+        self._submit(Hold("~/hold called"))
+        response.message = "holding the current position" if response.success \
+            else "e-stop latched: call ~/release first"
+        return response
+
+    async def _on_reset(self, request: ResetToCondition.Request,
+                        response: ResetToCondition.Response):
+        try:
+            condition = self._condition(request)
+            refusal = self._refusal()
+            if refusal is not None:
+                raise GoalError(refusal)
+        except GoalError as err:
+            response.success, response.message = False, str(err)
+            self.get_logger().error(f"reset refused: {err}")
+            return response
+        self._trial_busy = True
+        try:
+            response.success, response.message = await self._reset(request, condition)
+        finally:
+            self._trial_busy = False
+        return response
+
+    # ------------------------------------------------------------------------ trial action
+
+    def _plan(self, goal: RunTrial.Goal) -> TrialPlan:
+        """Validate a goal; raises GoalError with the reason."""
+        if goal.policy_path:
+            raise GoalError(f"neural policies not supported yet (policy_path "
+                            f"{goal.policy_path!r}): send a LinearGaussianController")
+        request = ResetToCondition.Request(condition=goal.condition)
+        condition = self._condition(request)
+        try:
+            controller = controller_from_msg(goal.controller, self.state_names)
+        except MessageError as err:
+            raise GoalError(str(err)) from err
+        if controller.dU != self.arm.n_joints:
+            raise GoalError(f"controller: expected du {self.arm.n_joints} (one torque per "
+                            f"joint), found {controller.dU}")
+        horizon = goal.horizon or controller.T
+        if horizon > controller.T:
+            raise GoalError(f"horizon: expected at most the controller's {controller.T} steps, "
+                            f"found {horizon}")
+        dt = float(goal.controller.dt)
+        ticks = 1
+        if not self.lockstep:
+            ticks = round(dt / self.period_s)
+            if ticks < 1 or abs(ticks * self.period_s - dt) > 1e-9 + 1e-6 * dt:
+                raise GoalError(f"controller dt {dt} s: expected a multiple of the "
+                                f"{self.period_s * 1e3:g} ms loop period")
+        return TrialPlan(goal.condition, condition, controller, horizon, dt, ticks)
+
+    def _on_goal(self, goal: RunTrial.Goal) -> GoalResponse:
+        try:
+            refusal = self._refusal()
+            if refusal is not None:
+                raise GoalError(refusal)
+            plan = self._plan(goal)
+        except GoalError as err:
+            self.last_rejection = str(err)
+            self.get_logger().error(f"RunTrial goal rejected: {err}")
+            self._publish_status(reason=f"RunTrial goal rejected: {err}")
+            return GoalResponse.REJECT
+        if goal.record_images:
+            self.get_logger().warning("record_images is not supported yet: ignored")
+        self._validated = (goal, plan)
+        self._trial_busy = True
+        return GoalResponse.ACCEPT
+
+    def _on_cancel(self, goal_handle) -> CancelResponse:
+        token = self._goal_tokens.get(bytes(goal_handle.goal_id.uuid))
+        if token is not None:
+            self._submit(CancelTrial(token, "trial canceled by the client"))
+        return CancelResponse.ACCEPT
+
+    async def _execute_trial(self, goal_handle) -> RunTrial.Result:
+        goal = goal_handle.request
+        uuid = bytes(goal_handle.goal_id.uuid)
+        token = next(self._tokens)
+        self._goal_tokens[uuid] = token
+        self._goal_handles[token] = goal_handle
+        try:
+            if self._validated is not None and self._validated[0] is goal:
+                plan = self._validated[1]
+            else:
+                plan = self._plan(goal)
+            self._validated = None
+            spec = TrialSpec(plan.controller, plan.horizon, plan.dt, plan.ticks_per_step,
+                             plan.condition_index, uuid.hex())
+            result = await self._run_trial(goal_handle, goal, plan, spec, token)
+            return self._finish(goal_handle, spec, result)
+        finally:
+            self._goal_tokens.pop(uuid, None)
+            self._goal_handles.pop(token, None)
+            self._trial_busy = False
+
+    async def _run_trial(self, goal_handle, goal: RunTrial.Goal, plan: TrialPlan,
+                         spec: TrialSpec, token: int) -> TrialResult:
+        def failed(reason: str) -> TrialResult:
+            return TrialRun(spec).result(True, reason)
+
+        target = plan.condition.target_position
+        if goal.reset_first:
+            request = ResetToCondition.Request(condition=plan.condition_index)
+            ok, reason = await self._reset(request, plan.condition)
+            if not ok:
+                return failed(reason)
+        else:
+            self._publish_target(target)
+            if not await self._wait_until(lambda: self._state_shows(target, None),
+                                          self.target_wait_s):
+                return failed(f"no state with target {target.tolist()} within "
+                              f"{self.target_wait_s} s (is the state_estimator running and "
+                              "receiving joint states?)")
+        if goal_handle.is_cancel_requested:
+            return failed("trial canceled by the client")
+        future = self._expect(token)
+        self._submit(StartTrial(token, spec))
+        event: TrialFinished = await future
+        return event.result
+
+    def _finish(self, goal_handle, spec: TrialSpec, result: TrialResult) -> RunTrial.Result:
+        rollout = rollout_to_msg(result.states, result.actions, spec.condition, spec.dt,
+                                 self.state_names, spec.trial_id, result.stamps, result.aborted,
+                                 result.reason if result.aborted else "")
+        rollout.header.stamp = self.get_clock().now().to_msg()
+        self._rollout_pub.publish(rollout)
+        out = RunTrial.Result(success=not result.aborted, message=result.reason,
+                              rollout=rollout)
+        if result.aborted and goal_handle.is_cancel_requested:
+            goal_handle.canceled()
+        elif result.aborted:
+            goal_handle.abort()
+            self.get_logger().warning(f"trial {spec.trial_id[:8]} aborted: {result.reason}")
+        else:
+            goal_handle.succeed()
+            self.get_logger().info(f"trial {spec.trial_id[:8]} on condition {spec.condition}: "
+                                   f"{result.reason}")
+        return out
+
+    # ------------------------------------------------------------------------ shutdown
+
+    def loop_report(self) -> dict:
+        """Loop statistics and the (state stamp, command time) records, for benchmarks."""
+        n = min(self._latency_count, self._latency_time.size)
+        order = np.argsort(self._latency_time[:n], kind="stable")
+        return {
+            "mode": "lockstep" if self.lockstep else "realtime",
+            "sched_fifo": self.realtime_granted,
+            "period_s": self.period_s,
+            "loop_ticks": self.loop_ticks,
+            "lateness": None if self.lockstep else self._loop.stats().as_dict(),
+            "cpu_log": self._cpu_log,
+            "command_state_stamp_ns": self._latency_stamp_ns[:n][order].tolist(),
+            "command_time": self._latency_time[:n][order].tolist(),
+        }
+
+    def destroy_node(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=2.0)
+        if self.stats_file:
+            Path(self.stats_file).write_text(json.dumps(self.loop_report()))
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = ControllerExecutor()
+        executor = make_executor()
+        executor.add_node(node)
+        spin(executor)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""state_estimator: joint states -> the learning state x of the arm (mbpl_interfaces/ArmState).
+
+Topics (relative, so a namespace gives one estimator per arm):
+  in   joint_states     sensor_msgs/JointState, mapped by joint NAME to the arm's order (extra
+                        joints, e.g. a gripper's, are ignored; missing ones reject the message)
+  in   target_position  geometry_msgs/PointStamped, transient local: the target (reach) or hole
+                        bottom (peg) the ee points are measured from
+  out  state            mbpl_interfaces/ArmState, one per valid joint state, stamped with it
+
+x = [q, qd, ee points - target points, ee point velocities] (StateLayout order) from the URDF's
+kinematics (pinocchio, via ArmStateBuilder), with qd low-pass filtered:
+qd_f <- alpha qd + (1 - alpha) qd_f, per message (so alpha is tuned for the joint-state rate; keep
+1.0, the raw velocity, for the lockstep simulator whose messages are 50 ms apart). Until a target
+arrives, ArmState carries q and qd but an empty x and target_position. A new target re-publishes
+the last joint state's ArmState with it (same stamp), so a consumer waiting for the target sees it
+without a new joint state (a lockstep simulator sends none until commanded).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import PointStamped
+from mbpl_interfaces.msg import ArmState
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+
+from mbpl_ros.arm_state import ArmStateBuilder
+from mbpl_sim import DEFAULT_EE_LINK, default_urdf
+from mbpl_sim.description import ArmDescription
+from mbpl_sim.tasks import TASK_NAMES, Condition, make_conditions, make_task, task_kinematics
+
+STATE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+"""QoS of joint_states, state and commands (reliable: lockstep must not lose a message)."""
+TARGET_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
+"""QoS of target_position: a late subscriber still gets the current target."""
+
+
+class JointStateError(ValueError):
+    """A joint state that cannot be mapped onto the arm (names, sizes, non-finite values)."""
+
+
+class JointOrder:
+    """Maps JointState name lists onto the arm's joint order; caches the last mapping."""
+
+    def __init__(self, joint_names: tuple[str, ...]) -> None:
+        self.joint_names = tuple(joint_names)
+        self._names: list[str] | None = None
+        self._index: np.ndarray | None = None
+
+    def index(self, names: list[str]) -> np.ndarray:
+        """Indices (n,) of the arm's joints in ``names``; raises JointStateError if one is
+        missing or repeated."""
+        if names == self._names:
+            return self._index
+        positions = {}
+        for i, name in enumerate(names):
+            if name in positions:
+                raise JointStateError(f"joint {name!r} appears twice in the joint state")
+            positions[name] = i
+        missing = [name for name in self.joint_names if name not in positions]
+        if missing:
+            raise JointStateError(f"joint names: expected {list(self.joint_names)}, found "
+                                  f"{list(names)} (missing {missing})")
+        self._index = np.array([positions[name] for name in self.joint_names])
+        self._names = list(names)
+        return self._index
+
+    def extract(self, msg: JointState) -> tuple[np.ndarray, np.ndarray]:
+        """q and qd (n,) in the arm's order; raises JointStateError with the reason."""
+        names = list(msg.name)
+        n = len(names)
+        if len(msg.position) != n or len(msg.velocity) != n:
+            raise JointStateError(f"joint state sizes: expected position and velocity of "
+                                  f"{n} entries (one per name), found {len(msg.position)} and "
+                                  f"{len(msg.velocity)}")
+        index = self.index(names)
+        q = np.asarray(msg.position, dtype=float)[index]
+        qd = np.asarray(msg.velocity, dtype=float)[index]
+        if not (np.all(np.isfinite(q)) and np.all(np.isfinite(qd))):
+            raise JointStateError(f"non-finite joint state: q {q.tolist()}, qd {qd.tolist()}")
+        return q, qd
+
+
+class StateEstimator(Node):
+    """Publishes the ArmState of every valid joint state."""
+
+    def __init__(self, **node_kwargs) -> None:
+        super().__init__("state_estimator", **node_kwargs)
+        p = self._declare_parameters()
+        urdf = p["urdf"] or str(default_urdf())
+        ee_link = p["ee_link"] or (DEFAULT_EE_LINK if not p["urdf"] else "")
+        if not ee_link:
+            raise ValueError("ee_link: expected the end-effector link of the given urdf, found ''")
+        self.arm = ArmDescription.from_urdf(urdf, ee_link)
+        self.task = make_task(p["task"])
+        self.builder = ArmStateBuilder(task_kinematics(self.task, self.arm))
+        self.alpha: float = p["velocity_filter_alpha"]
+        self.joints = JointOrder(self.arm.joint_names)
+        self.rejected = 0
+        self._qd_filtered: np.ndarray | None = None
+        self._target: np.ndarray | None = None
+        self._target_points: np.ndarray | None = None
+        self._last_joint_state: tuple[object, np.ndarray, np.ndarray] | None = None
+        self._warned_no_target = False
+
+        self._state_pub = self.create_publisher(ArmState, "state", STATE_QOS)
+        self.create_subscription(JointState, "joint_states", self._on_joint_state, STATE_QOS)
+        self.create_subscription(PointStamped, "target_position", self._on_target, TARGET_QOS)
+        if p["initial_target_condition"] >= 0:
+            conditions = make_conditions(self.task, self.arm, p["conditions"],
+                                         np.random.default_rng(p["seed"]))
+            index = p["initial_target_condition"]
+            if index >= len(conditions):
+                raise ValueError(f"initial_target_condition: unknown condition {index}: the "
+                                 f"table has {len(conditions)} (0..{len(conditions) - 1})")
+            self._set_target(conditions[index].target_position)
+        self.get_logger().info(
+            f"estimating x (dX {self.builder.layout.dim}) for joints {list(self.arm.joint_names)}, "
+            f"ee link {ee_link}, task {p['task']}, velocity filter alpha {self.alpha}")
+
+    def _declare_parameters(self) -> dict:
+        specs = {
+            "urdf": ("", "robot description file; empty: the project's 7-DoF arm"),
+            "ee_link": ("", "end-effector link; empty: the default arm's tool link"),
+            "task": ("reach", "task (reach or peg): gives the tracked ee points"),
+            "velocity_filter_alpha": (1.0, "first-order low-pass on joint velocities per "
+                                           "message, in (0, 1]; 1.0: raw velocities"),
+            "conditions": (4, "size of the condition table (same table as the sim bridge)"),
+            "seed": (0, "seed of the condition table"),
+            "initial_target_condition": (-1, "use this condition's target until one arrives "
+                                              "on target_position; -1: none"),
+        }
+        values = {}
+        for name, (default, description) in specs.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+            values[name] = self.get_parameter(name).value
+        if values["task"] not in TASK_NAMES:
+            raise ValueError(f"task: expected one of {TASK_NAMES}, found {values['task']!r}")
+        if not 0.0 < values["velocity_filter_alpha"] <= 1.0:
+            raise ValueError(f"velocity_filter_alpha: expected a value in (0, 1], found "
+                             f"{values['velocity_filter_alpha']}")
+        if values["conditions"] < 1:
+            raise ValueError(f"conditions: expected >= 1, found {values['conditions']}")
+        if values["urdf"] and not Path(values["urdf"]).is_file():
+            raise FileNotFoundError(f"urdf: no such file {values['urdf']!r}")
+        return values
+
+    # ------------------------------------------------------------------------------ inputs
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        try:
+            q, qd_raw = self.joints.extract(msg)
+        except JointStateError as err:
+            self.rejected += 1
+            self.get_logger().warning(f"joint state rejected ({self.rejected} so far): {err}",
+                                      throttle_duration_sec=1.0)
+            return
+        if self._qd_filtered is None or self.alpha == 1.0:
+            qd = qd_raw
+        else:
+            qd = self.alpha * qd_raw + (1.0 - self.alpha) * self._qd_filtered
+        self._qd_filtered = qd
+        self._last_joint_state = (msg.header, q, qd)
+        self._publish(msg.header, q, qd)
+
+    def _on_target(self, msg: PointStamped) -> None:
+        target = np.array([msg.point.x, msg.point.y, msg.point.z])
+        if not np.all(np.isfinite(target)):
+            self.get_logger().warning(f"target rejected: non-finite position {target.tolist()}",
+                                      throttle_duration_sec=1.0)
+            return
+        self._set_target(target)
+        if self._last_joint_state is not None:
+            self._publish(*self._last_joint_state)
+
+    def _set_target(self, target: np.ndarray) -> None:
+        target = np.asarray(target, dtype=float)
+        self._target_points = self.task.target_points(
+            Condition(np.zeros(self.arm.n_joints), target))
+        self._target = target
+        self.get_logger().info(f"target set to {np.round(target, 4).tolist()} m")
+
+    # ------------------------------------------------------------------------------ output
+
+    def _publish(self, header, q: np.ndarray, qd: np.ndarray) -> None:
+        msg = ArmState()
+        msg.header = header
+        msg.joint_positions = q.tolist()
+        msg.joint_velocities = qd.tolist()
+        if self._target is not None:
+            msg.x = self.builder.state(q, qd, self._target_points).tolist()
+            msg.target_position = self._target.tolist()
+        elif not self._warned_no_target:
+            self._warned_no_target = True
+            self.get_logger().info("no target on target_position yet: publishing ArmState "
+                                   "without x until one arrives")
+        self._state_pub.publish(msg)
+
+
+def make_executor(context=None):
+    """The EventsExecutor (about half the CPU per message of the SingleThreadedExecutor here)
+    where this rclpy has it, else the SingleThreadedExecutor. Spin it with :func:`spin`."""
+    try:
+        from rclpy.experimental.events_executor import EventsExecutor
+    except ImportError:
+        return rclpy.executors.SingleThreadedExecutor(context=context)
+    return EventsExecutor(context=context)
+
+
+def spin(executor, context=None) -> None:
+    """Spin until shutdown with short ``spin_once`` calls: Kilted's EventsExecutor.spin() (no
+    timeout) delivers nothing and busy-loops on this install, while spin_once(timeout) works."""
+    context = context or rclpy.get_default_context()
+    while context.ok():
+        executor.spin_once(timeout_sec=0.1)
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = StateEstimator()
+        executor = make_executor()
+        executor.add_node(node)
+        spin(executor)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
