@@ -35,12 +35,10 @@ import os
 import time
 import zipfile
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 from .controllers import LinearGaussianController
 from .costs import Cost
@@ -49,6 +47,7 @@ from .errors import CheckpointError, CoreError, MismatchError, NotEnoughSamplesE
 from .prior import DynamicsPriorGMM, PriorConfig
 from .samples import SampleBatch
 from .state import StateLayout
+from .threads import blas_threads
 from .trajopt import (
     DualConfig,
     QuadraticCost,
@@ -189,19 +188,6 @@ def _cost_models(costs: list[Cost], batches: Sequence[SampleBatch]) -> tuple[
             models[m] = quadratic_cost_from_expansion(exp, X[part], U[part], part)
             mean_cost[m] = exp.l[part].sum(axis=-1).mean()
     return QuadraticCost.stack(models), mean_cost
-
-
-_THREADPOOLS: ThreadpoolController | None = None
-
-
-def blas_threads(n: int | None) -> AbstractContextManager:
-    """Context limiting BLAS to ``n`` threads (no-op for None)."""
-    global _THREADPOOLS
-    if n is None:
-        return nullcontext()
-    if _THREADPOOLS is None:
-        _THREADPOOLS = ThreadpoolController()
-    return _THREADPOOLS.limit(limits=n, user_api="blas")
 
 
 class LQRFLM:

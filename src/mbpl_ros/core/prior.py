@@ -42,6 +42,7 @@ from sklearn.mixture import GaussianMixture
 
 from .errors import MismatchError, NotEnoughSamplesError, ShapeError
 from .samples import SampleBatch
+from .threads import blas_threads
 
 
 @dataclass(frozen=True)
@@ -216,17 +217,19 @@ class DynamicsPriorGMM:
 
     def _run_all(self, groups: dict[int, np.ndarray], shares: dict[int, int],
                  reg: float) -> dict[int, tuple[GaussianMixture, list[float]]]:
-        """The conditions' EMs, on worker threads (BLAS and most of numpy release the GIL)."""
+        """The conditions' EMs, on worker threads (BLAS and most of numpy release the GIL), each
+        with one BLAS thread."""
         workers = self.config.workers or os.cpu_count() or 1
         workers = max(1, min(workers, len(groups)))
 
         def one(m: int) -> tuple[GaussianMixture, list[float]]:
             return self._em(self._parts.get(m), groups[m], shares[m], reg)
 
-        if workers == 1:
-            return {m: one(m) for m in groups}
-        with ThreadPoolExecutor(workers) as pool:
-            return dict(zip(groups, pool.map(one, groups), strict=True))
+        with blas_threads(1):  # parallel over conditions instead
+            if workers == 1:
+                return {m: one(m) for m in groups}
+            with ThreadPoolExecutor(workers) as pool:
+                return dict(zip(groups, pool.map(one, groups), strict=True))
 
     def _em(self, gmm: GaussianMixture | None, group: np.ndarray, n_clusters: int,
             reg: float) -> tuple[GaussianMixture, list[float]]:
