@@ -46,7 +46,7 @@ def test_dynamics_of_the_wrong_shape_are_refused():
     short = collect(system, LinearGaussianController(np.zeros((T - 1, dU, dX)),
                                                      np.zeros((T - 1, dU)),
                                                      np.tile(np.eye(dU), (T - 1, 1, 1))),
-                    np.zeros(dX), 6, rng)
+                    np.zeros(dX), 8, rng)
     wrong = fit_dynamics_batch([short], None, 1e-6, 1e-6)
     with pytest.raises(MismatchError, match="expected 1 dynamics"):
         algo.iteration(batches, ActionCost(0.1), dynamics=wrong)
