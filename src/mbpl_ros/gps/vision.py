@@ -64,7 +64,7 @@ def pretrain_vision(vision: VisionLayers, images: np.ndarray, targets: np.ndarra
         opt.zero_grad()
         loss.backward()
         opt.step()
-        block.append(float(loss))
+        block.append(float(loss.detach()))
         if len(block) == 100:
             losses.append(float(np.mean(block)))
             block = []
