@@ -137,9 +137,15 @@ def distill_files(run_dirs: Sequence[Path], out: Path, temperature: float = 1.0,
             if tuple(names) != policy.observation.state_names:
                 raise CheckpointError(f"distill: {d}/samples.npz does not match its policy's "
                                       "observation layout")
-            data.append(f["obs"])
+            data.append(f["obs"].reshape(-1, f["obs"].shape[-1]))
         teachers.append(policy)
-    student, report = distill(teachers, data, temperature=temperature, steps=steps, seed=seed)
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)  # small nets: one thread is much faster on busy cores
+    try:
+        student, report = distill(teachers, data, temperature=temperature, steps=steps,
+                                  seed=seed)
+    finally:
+        torch.set_num_threads(old)
     save_policy(student, out, distilled_from=[str(d) for d in run_dirs],
                 temperature=temperature)
     return {"teachers": len(teachers), "out": str(out), "loss_before": report.loss_before,
