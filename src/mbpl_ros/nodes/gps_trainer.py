@@ -638,7 +638,10 @@ def main(args: list[str] | None = None) -> None:
             print(f"gps_trainer: {err}", flush=True)
         code = 1
     finally:
-        executor.shutdown()
+        # Stop spinning and join the spin thread before anything is destroyed under it.
+        executor.shutdown(timeout_sec=5.0)
+        if spinner is not None:
+            spinner.join(timeout=5.0)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

@@ -59,8 +59,11 @@ def node_parameters(config: TrainConfig, namespaces: list[str]) -> dict[str, dic
                        "lockstep_steps": lockstep_steps, "conditions": config.conditions,
                        "seed": config.seed, "camera_rate_hz": 0.0},
         "state_estimator": {**arm, "conditions": config.conditions, "seed": config.seed},
-        "controller_executor": {**arm, "mode": "lockstep", "dt": config.dt,
-                                "conditions": config.conditions, "seed": config.seed},
+        "controller_executor": {**arm, "mode": "lockstep", "dt": float(config.dt),
+                                "conditions": config.conditions, "seed": config.seed,
+                                # lockstep waits on messages: no SCHED_FIFO thread competing
+                                # with the other processes of the graph for the CPUs
+                                "realtime_priority": 0},
         "dynamics_fitter": {
             "max_clusters": prior.max_clusters,
             "min_samples_per_cluster": prior.min_samples_per_cluster,

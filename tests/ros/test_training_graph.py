@@ -1,0 +1,106 @@
+"""The whole training graph as processes over real DDS: sim bridge (lockstep), state estimator,
+controller executor (lockstep), dynamics fitter and trainer, started by `mbpl train --graph ros`
+(or by the same Graph class, to stage faults)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from mbpl_interfaces.msg import ExecutorStatus
+from rclpy.executors import SingleThreadedExecutor
+from rosbags.highlevel import AnyReader
+from test_recording import typestore
+
+from mbpl_ros.cli import main
+from mbpl_ros.core.lqr_flm import LQRFLM
+from mbpl_ros.training.config import TrainConfig
+from mbpl_ros.training.ros_graph import Graph
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+
+def read_bag(path):
+    with AnyReader([path], default_typestore=typestore()) as reader:
+        return [(c.topic, reader.deserialize(raw, c.msgtype)) for c, _, raw in reader.messages()]
+
+
+def test_graph_trains_a_reach_session_and_cost_goes_down(tmp_path):
+    out = tmp_path / "run"
+    start = time.perf_counter()
+    assert main(["train", "--graph", "ros", "--task", "reach", "--conditions", "2",
+                 "--samples", "4", "--iterations", "3", "--horizon", "30", "--seed", "1",
+                 "--out", str(out), "--quiet"]) == 0
+    wall = time.perf_counter() - start
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["graph"], summary["task"], summary["algorithm"]) == ("ros", "reach", "lqr-flm")
+    its = summary["iterations"]
+    assert [r["iteration"] for r in its] == [0, 1, 2]
+    assert [r["trials"] for r in its] == [8, 16, 24]
+    assert [r["env_steps"] for r in its] == [240, 480, 720]
+    for record in its:
+        assert [c["condition"] for c in record["conditions"]] == [0, 1]
+        assert record["aborted"] == [] and record["test_success_rate"] is None
+    assert its[-1]["eval_cost"] < its[0]["mean_cost"]
+    assert its[-1]["mean_cost"] < its[0]["mean_cost"]
+    assert (out / "training.png").stat().st_size > 1000
+    assert LQRFLM.load(out / "controllers.npz").iterations_done == 3
+    # Every trial is in the bag, read by a library other than the writer's.
+    messages = read_bag(out / "rollouts")
+    rollouts = [m for t, m in messages if t == "/rollouts"]
+    assert len(rollouts) == 24 and not any(r.aborted for r in rollouts)
+    assert len([m for t, m in messages if t == "/evaluation_rollouts"]) == 6
+    assert [m.phase for t, m in messages if t == "/training_status"].count("done") == 3
+    for name in ("sim_bridge", "state_estimator", "controller_executor"):
+        assert (out / "logs" / f"arm0_{name}.log").exists()
+    print(f"graph session: {wall:.1f} s wall")
+
+
+def test_bridge_killed_mid_trial_aborts_it_out_of_the_fit_and_the_session_recovers(tmp_path):
+    config = TrainConfig(task="reach", graph="ros", conditions=1, samples=3, iterations=1,
+                         horizon=30, seed=3, out=tmp_path / "run", progress=False,
+                         trial_retries=5)
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("bridge_killer", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    modes: list[str] = []
+    node.create_subscription(ExecutorStatus, "/arm0/controller_executor/status",
+                             lambda m: modes.append(m.mode), 100)
+    try:
+        with Graph(config) as graph:
+            workers = graph.start_workers()
+            bridge = workers[0]
+            graph.start_fitter()
+            trainer = graph.start_trainer()
+            end = time.monotonic() + 120
+            while "trial" not in modes:  # the first trial has started
+                executor.spin_once(timeout_sec=0.01)
+                assert time.monotonic() < end and trainer.process.poll() is None, \
+                    trainer.log_tail()
+            os.killpg(bridge.process.pid, signal.SIGKILL)
+            bridge.process.wait()
+            time.sleep(1.0)
+            graph.start("sim_bridge", "/arm0", log_name="arm0_sim_bridge_restarted")
+            while trainer.process.poll() is None:
+                executor.spin_once(timeout_sec=0.1)
+            assert trainer.process.returncode == 0, trainer.log_tail()
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    summary = json.loads((config.out / "summary.json").read_text())
+    (record,) = summary["iterations"]
+    assert record["aborted"], "the trial cut by the bridge's death was not flagged"
+    assert record["trials"] == 3 and record["aborted_trials"] == len(record["aborted"])
+    rollouts = [m for t, m in read_bag(config.out / "rollouts") if t == "/rollouts"]
+    assert len([r for r in rollouts if not r.aborted]) == 3
+    assert {r.trial_id for r in rollouts if r.aborted} == {a["trial_id"]
+                                                           for a in record["aborted"]}
+    assert np.isfinite(record["mean_cost"])
