@@ -17,6 +17,8 @@ NODES = {
     "sim_bridge": "mbpl_ros.nodes.sim_bridge",
     "dynamics_fitter": "mbpl_ros.nodes.dynamics_fitter",
     "gps_trainer": "mbpl_ros.nodes.gps_trainer",
+    "state_estimator": "mbpl_ros.nodes.state_estimator",
+    "controller_executor": "mbpl_ros.nodes.controller_executor",
 }
 BENCHES = {
     "sim": "mbpl_ros.bench.sim",

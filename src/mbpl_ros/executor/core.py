@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -171,6 +172,9 @@ class ExecutorConfig:
 
     Attributes:
         gains: PD gains of reset and hold.
+        gains_at: optional gains for a configuration q (n,), e.g. from the mass matrix M(q):
+            evaluated once when a reset starts (at its goal) and when hold captures its position,
+            never per tick; overrides ``gains`` when given. Called from the loop thread only.
         reset: reset tolerances, timeout and path speed.
         lockstep: lockstep time base (see the module docstring).
         stale_hold_s: real time: hold the last command when the newest state is older, s.
@@ -181,6 +185,7 @@ class ExecutorConfig:
 
     gains: PdGains
     reset: ResetSettings = field(default_factory=ResetSettings)
+    gains_at: Callable[[np.ndarray], PdGains] | None = None
     lockstep: bool = False
     stale_hold_s: float = 0.005
     stale_stop_s: float = 0.020
@@ -214,6 +219,7 @@ class ExecutorCore:
         self._zero = np.zeros(n)
         self._last_command = np.zeros(n)
         self._hold_q: np.ndarray | None = None
+        self._hold_gains: PdGains | None = None
         self._reset_law: ResetLaw | None = None
         self._reset_goal: np.ndarray | None = None
         self._reset_token: int | None = None
@@ -338,7 +344,9 @@ class ExecutorCore:
         if mode is Mode.HOLD:
             if self._hold_q is None:
                 self._hold_q = sample.q.copy()
-            return self._filter(self.config.gains.torque(sample.q, sample.qd, self._hold_q),
+            if self._hold_gains is None:
+                self._hold_gains = self._gains(self._hold_q)
+            return self._filter(self._hold_gains.torque(sample.q, sample.qd, self._hold_q),
                                 sample)
         return self._zero  # idle, estop, or an external (lockstep) reset
 
@@ -393,13 +401,13 @@ class ExecutorCore:
             return self._zero.copy()
         if isinstance(request, Release):
             if self.mode is Mode.ESTOP:
-                self._hold_q = None
+                self._hold(None)
                 self._set_mode(Mode.HOLD, "released from e-stop")
             return None
         if isinstance(request, Hold):
             if self.mode is not Mode.ESTOP:
                 self._abort(request.reason, Mode.HOLD)
-                self._hold_q = None
+                self._hold(None)
                 if self.mode is not Mode.HOLD:
                     self._set_mode(Mode.HOLD, request.reason)
             return None
@@ -446,7 +454,7 @@ class ExecutorCore:
             self._set_mode(Mode.RESET, "reset by the simulator (lockstep)")
             return
         try:
-            self._reset_law = ResetLaw(self.config.gains, self.config.reset, sample.q, goal, now)
+            self._reset_law = ResetLaw(self._gains(goal), self.config.reset, sample.q, goal, now)
         except ValueError as err:
             self._emit(ResetFinished(request.token, False, str(err)))
             return
@@ -457,7 +465,7 @@ class ExecutorCore:
         token = self._reset_token
         self._reset_law = None
         self._reset_token = None
-        self._hold_q = None if hold_at is None else hold_at.copy()
+        self._hold(hold_at)
         self._set_mode(Mode.HOLD, reason)
         self._emit(ResetFinished(token, ok, reason))
 
@@ -495,7 +503,7 @@ class ExecutorCore:
             token = self._reset_token
             self._reset_law = None
             self._reset_token = None
-            self._hold_q = None
+            self._hold(None)
             self._set_mode(next_mode, reason)
             self._emit(ResetFinished(token, False, reason))
 
@@ -504,7 +512,7 @@ class ExecutorCore:
         self._trial = None
         self._trial_token = None
         self._awaiting_since = None
-        self._hold_q = None
+        self._hold(None)
         self._set_mode(next_mode, reason)
         self._emit(TrialFinished(token, result))
 
@@ -517,15 +525,25 @@ class ExecutorCore:
                                     + (f", aborting the {self.mode.value}" if active else "")))
             if active:
                 self._abort(reason, Mode.HOLD)
-            self._hold_q = None
+            self._hold(None)
             if self.config.lockstep:
                 self._awaiting_since = None
                 self.watchdog.update(0.0)
         elif level is Freshness.HOLD_LAST:
             self._emit(SafetyAction("stale_hold", f"{reason}: holding the last command"))
         elif level is Freshness.FRESH and previous is Freshness.STOPPED:
-            self._hold_q = None
+            self._hold(None)
             self._emit(SafetyAction("fresh", "states are arriving again"))
+
+    def _gains(self, q: np.ndarray) -> PdGains:
+        """PD gains for holding or reaching ``q`` (scheduled on the configuration if the config
+        has ``gains_at``)."""
+        return self.config.gains if self.config.gains_at is None else self.config.gains_at(q)
+
+    def _hold(self, q: np.ndarray | None) -> None:
+        """Hold at ``q`` from now on, or at the next fresh state's position if None."""
+        self._hold_q = None if q is None else np.array(q, dtype=float)
+        self._hold_gains = None
 
     def _set_mode(self, mode: Mode, reason: str) -> None:
         self.mode = mode

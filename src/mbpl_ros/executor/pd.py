@@ -17,11 +17,16 @@ import numpy as np
 
 @dataclass(frozen=True)
 class PdGains:
-    """Per-joint gains.
+    """Joint-space stiffness and damping matrices: tau = kp (q_ref - q) + kd (qd_ref - qd).
 
     Attributes:
-        kp: (n,) stiffness, N m/rad.
-        kd: (n,) damping, N m s/rad.
+        kp: (n, n) stiffness, N m/rad (diagonal for independent joint gains).
+        kd: (n, n) damping, N m s/rad.
+
+    Gains derived from the diagonal of the mass matrix (each joint seen with the others locked)
+    are far too stiff for the distal coupling of a real arm: with the others free, joint 1 of the
+    7-DoF arm feels 1/17 of M_11, and such a PD goes unstable with 5 ms of loop delay. Hence
+    :meth:`from_inertia` with the full mass matrix: M^-1 kp = ω² I, every mode at ω.
     """
 
     kp: np.ndarray
@@ -30,29 +35,41 @@ class PdGains:
     def __post_init__(self) -> None:
         kp = np.asarray(self.kp, dtype=float)
         kd = np.asarray(self.kd, dtype=float)
-        if kp.ndim != 1 or kp.shape != kd.shape or kp.size == 0:
-            raise ValueError(f"PdGains: expected kp and kd of one shape (n,), found {kp.shape} "
-                             f"and {kd.shape}")
-        if not (np.all(np.isfinite(kp)) and np.all(np.isfinite(kd))) or np.any(kp < 0) \
-                or np.any(kd < 0):
-            raise ValueError(f"PdGains: expected finite gains >= 0, found kp={kp}, kd={kd}")
+        kp = np.diag(kp) if kp.ndim == 1 else kp.copy()
+        kd = np.diag(kd) if kd.ndim == 1 else kd.copy()
+        n = kp.shape[0] if kp.ndim == 2 else 0
+        if n == 0 or kp.shape != (n, n) or kd.shape != (n, n):
+            raise ValueError(f"PdGains: expected kp and kd of shape (n,) or (n, n), found "
+                             f"{np.shape(self.kp)} and {np.shape(self.kd)}")
         for name, value in (("kp", kp), ("kd", kd)):
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"PdGains.{name}: expected finite gains, found {value}")
+            symmetric = 0.5 * (value + value.T)
+            if np.linalg.eigvalsh(symmetric).min() < -1e-9 * max(1.0, np.abs(value).max()):
+                raise ValueError(f"PdGains.{name}: expected a positive semi-definite matrix "
+                                 f"(gains >= 0), found {value}")
             value.setflags(write=False)
             object.__setattr__(self, name, value)
 
     @classmethod
     def from_inertia(cls, inertia: np.ndarray, frequency_hz: float,
                      damping_ratio: float = 1.0) -> PdGains:
-        """Gains giving each joint, seen as a decoupled inertia I_i (kg m²), a natural frequency
-        ``frequency_hz`` and ``damping_ratio``: kp = I ω², kd = 2 ζ ω I, ω = 2π f."""
+        """kp = ω² M, kd = 2 ζ ω M (ω = 2π ``frequency_hz``) for a mass matrix M (n, n), kg m²,
+        so that every joint-space mode has natural frequency ω and damping ratio ζ; a vector
+        (n,) is taken as a diagonal M."""
         inertia = np.asarray(inertia, dtype=float)
-        if inertia.ndim != 1 or np.any(inertia <= 0) or not np.all(np.isfinite(inertia)):
-            raise ValueError(f"inertia: expected finite values > 0 of shape (n,), found {inertia}")
+        matrix = np.diag(inertia) if inertia.ndim == 1 else inertia
+        n = matrix.shape[0] if matrix.ndim == 2 else 0
+        if n == 0 or matrix.shape != (n, n) or not np.all(np.isfinite(matrix)) \
+                or np.linalg.eigvalsh(0.5 * (matrix + matrix.T)).min() <= 0:
+            raise ValueError(f"inertia: expected a positive definite (n, n) matrix or positive "
+                             f"(n,) vector, found {inertia}")
         if not frequency_hz > 0 or not damping_ratio >= 0:
             raise ValueError(f"expected frequency_hz > 0 and damping_ratio >= 0, found "
                              f"{frequency_hz} and {damping_ratio}")
         omega = 2 * np.pi * frequency_hz
-        return cls(inertia * omega**2, 2 * damping_ratio * omega * inertia)
+        matrix = 0.5 * (matrix + matrix.T)
+        return cls(omega**2 * matrix, 2 * damping_ratio * omega * matrix)
 
     @property
     def n_joints(self) -> int:
@@ -62,7 +79,7 @@ class PdGains:
                qd_ref: np.ndarray | None = None) -> np.ndarray:
         """kp (q_ref - q) + kd (qd_ref - qd), N m (n,); qd_ref defaults to zero."""
         error_rate = -qd if qd_ref is None else qd_ref - qd
-        return self.kp * (q_ref - q) + self.kd * error_rate
+        return self.kp @ (q_ref - q) + self.kd @ error_rate
 
 
 class MinimumJerkPath:

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import PointStamped
 from mbpl_interfaces.action import RunTrial
 from mbpl_interfaces.msg import ArmState, ExecutorStatus, Rollout
@@ -79,7 +78,7 @@ from mbpl_ros.executor import (
     TrialRun,
     TrialSpec,
 )
-from mbpl_ros.nodes.state_estimator import STATE_QOS, TARGET_QOS, make_executor, spin
+from mbpl_ros.nodes.state_estimator import STATE_QOS, TARGET_QOS, run_node
 from mbpl_ros.realtime import DeadlineLoop, LatestValue, try_realtime_priority
 from mbpl_sim import DEFAULT_EE_LINK, default_urdf
 from mbpl_sim.description import ArmDescription
@@ -88,6 +87,8 @@ from mbpl_sim.tasks import TASK_NAMES, Condition, make_conditions, make_task, ta
 TIME_BASES = ("realtime", "lockstep")
 INITIAL_MODES = ("idle", "hold")
 RCLError = rclpy_implementation.RCLError
+BRIDGE_ATTEMPT_S = 2.0
+"""Lockstep: wait this long for one reset request to the bridge before sending it again, s."""
 EVENT_POLL_S = 0.01
 """How often the ROS thread collects the loop's events (trial results, progress, logs), s."""
 
@@ -121,24 +122,26 @@ class ControllerExecutor(Node):
             raise ValueError("ee_link: expected the end-effector link of the given urdf, found ''")
         self.arm = ArmDescription.from_urdf(urdf, ee_link)
         self.task = make_task(p["task"])
-        kinematics = task_kinematics(self.task, self.arm)
         self.layout = StateLayout(self.arm.n_joints, self.task.n_points)
         self.state_names: list[str] = self.layout.names()
         self.conditions: list[Condition] = make_conditions(
             self.task, self.arm, p["conditions"], np.random.default_rng(p["seed"]))
         self.period_s: float = 1.0 / p["loop_rate_hz"]
+        self.dt: float = p["dt"]
         self.target_wait_s: float = p["target_wait_s"]
         self.bridge_timeout_s: float = p["bridge_timeout_s"]
         self.realtime_priority: int = p["realtime_priority"]
         self.stats_file: str = p["stats_file"]
 
-        gains = self._gains(p, kinematics.mass_matrix(self.conditions[0].joint_positions))
+        gains, gains_at, limit_damping = self._gains(p, task_kinematics(self.task, self.arm))
         reset = ResetSettings(p["reset_position_tolerance"], p["reset_velocity_tolerance"],
                               p["reset_timeout_s"], p["reset_max_velocity"])
         limits = SafetyLimits(self.arm.effort_limits, self.arm.lower, self.arm.upper,
-                              p["joint_limit_margin"], gains.kd)
-        config = ExecutorConfig(gains, reset, self.lockstep, p["stale_hold_ms"] * 1e-3,
-                                p["stale_stop_ms"] * 1e-3, p["lockstep_timeout_s"])
+                              p["joint_limit_margin"], limit_damping)
+        config = ExecutorConfig(gains=gains, reset=reset, gains_at=gains_at,
+                                lockstep=self.lockstep, stale_hold_s=p["stale_hold_ms"] * 1e-3,
+                                stale_stop_s=p["stale_stop_ms"] * 1e-3,
+                                lockstep_timeout_s=p["lockstep_timeout_s"])
         self.core = ExecutorCore(config, SafetyFilter(limits), Mode(p["initial_mode"]))
         self.reset_settings = reset
 
@@ -186,7 +189,9 @@ class ControllerExecutor(Node):
             goal_callback=self._on_goal, cancel_callback=self._on_cancel,
             callback_group=group, result_timeout=60)
         self.create_timer(EVENT_POLL_S, self._drain_events, callback_group=group)
-        self.create_timer(1.0 / p["status_rate_hz"], self._publish_status, callback_group=group)
+        # (a timer passes TimerInfo to a callback that takes an argument: wrap)
+        self.create_timer(1.0 / p["status_rate_hz"], lambda: self._publish_status(),
+                          callback_group=group)
 
         target = self._lockstep_loop if self.lockstep else self._realtime_loop
         self._thread = threading.Thread(target=target, name="control_loop", daemon=True)
@@ -195,8 +200,9 @@ class ControllerExecutor(Node):
         self.get_logger().info(
             f"{p['mode']} executor for joints {list(self.arm.joint_names)}, task {p['task']}, "
             f"{len(self.conditions)} conditions, dX {self.layout.dim}, {pace}, initial mode "
-            f"{p['initial_mode']}; PD kp {np.round(gains.kp, 2).tolist()} "
-            f"kd {np.round(gains.kd, 3).tolist()}")
+            f"{p['initial_mode']}; PD {'M(q)-scaled' if gains_at else 'fixed'}, at condition 0 "
+            f"kp diag {np.round(np.diag(gains.kp), 2).tolist()}, "
+            f"kd diag {np.round(np.diag(gains.kd), 3).tolist()}")
 
     # ------------------------------------------------------------------------ parameters
 
@@ -210,9 +216,13 @@ class ControllerExecutor(Node):
             "conditions": (4, "size of the condition table (same table as the sim bridge)"),
             "seed": (0, "seed of the condition table"),
             "loop_rate_hz": (1000.0, "control loop rate in real time, Hz"),
+            "dt": (0.05, "policy step a trial's controller must have, s (lockstep: the bridge's "
+                         "lockstep_steps x 1 ms); 0: accept any dt (checked against the state "
+                         "stamps in lockstep, against the loop period in real time)"),
             "initial_mode": ("idle", "mode at start: idle (zero torque) or hold"),
-            "pd_frequency_hz": (3.0, "reset/hold PD natural frequency per joint, Hz (gains from "
-                                     "the URDF inertia at condition 0) unless pd_kp/pd_kd given"),
+            "pd_frequency_hz": (2.0, "reset/hold PD natural frequency, Hz: kp = (2πf)² M(q), "
+                                     "kd = 2ζ(2πf) M(q) with the URDF mass matrix at the goal "
+                                     "or hold position, unless pd_kp/pd_kd are given"),
             "pd_damping_ratio": (1.0, "reset/hold PD damping ratio"),
             "reset_position_tolerance": (0.01, "reset done when max |q - q0| is below, rad"),
             "reset_velocity_tolerance": (0.05, "and max |qd| is below, rad/s"),
@@ -224,8 +234,9 @@ class ControllerExecutor(Node):
             "stale_stop_ms": (20.0, "realtime: zero torque and abort when older, ms"),
             "lockstep_timeout_s": (2.0, "lockstep: abort a trial when a command is unanswered "
                                         "this long, s"),
-            "bridge_reset_service": ("/sim_bridge/reset_to_condition",
-                                     "lockstep: the simulator's reset service"),
+            "bridge_reset_service": ("sim_bridge/reset_to_condition",
+                                     "lockstep: the simulator's reset service (relative names "
+                                     "resolve in this node's namespace)"),
             "bridge_timeout_s": (10.0, "lockstep: wait this long for the reset service, s"),
             "target_wait_s": (5.0, "wait this long for the state to show a new target, s"),
             "status_rate_hz": (2.0, "ExecutorStatus rate, Hz (also sent on mode changes)"),
@@ -240,8 +251,8 @@ class ControllerExecutor(Node):
         for name, (default, description) in specs.items():
             self.declare_parameter(name, default, ParameterDescriptor(description=description))
             values[name] = self.get_parameter(name).value
-        for name, description in (("pd_kp", "reset/hold stiffness per joint, N m/rad"),
-                                  ("pd_kd", "reset/hold damping per joint, N m s/rad")):
+        for name, description in (("pd_kp", "fixed reset/hold stiffness per joint, N m/rad"),
+                                  ("pd_kd", "fixed reset/hold damping per joint, N m s/rad")):
             self.declare_parameter(name, Parameter.Type.DOUBLE_ARRAY,
                                    ParameterDescriptor(description=description))
             try:
@@ -276,22 +287,38 @@ class ControllerExecutor(Node):
         if v["stale_stop_ms"] < v["stale_hold_ms"]:
             raise ValueError(f"stale_stop_ms: expected >= stale_hold_ms ({v['stale_hold_ms']}), "
                              f"found {v['stale_stop_ms']}")
+        if v["dt"] < 0:
+            raise ValueError(f"dt: expected >= 0 s, found {v['dt']}")
         if v["joint_limit_margin"] < 0 or v["pd_damping_ratio"] < 0:
             raise ValueError("joint_limit_margin and pd_damping_ratio: expected >= 0, found "
                              f"{v['joint_limit_margin']} and {v['pd_damping_ratio']}")
         if not 0 <= v["realtime_priority"] <= 99:
             raise ValueError(f"realtime_priority: expected 0..99, found {v['realtime_priority']}")
 
-    def _gains(self, p: dict, mass_matrix: np.ndarray) -> PdGains:
-        derived = PdGains.from_inertia(np.diag(mass_matrix), p["pd_frequency_hz"],
-                                       p["pd_damping_ratio"])
+    def _gains(self, p: dict, kinematics) -> tuple[PdGains, object, np.ndarray]:
+        """Reset/hold gains at condition 0, the scheduling function (None with fixed gains) and
+        the joint-limit guard damping (n,)."""
         n = self.arm.n_joints
         for name in ("pd_kp", "pd_kd"):
             if p[name] is not None and len(p[name]) != n:
                 raise ValueError(f"{name}: expected {n} gains (one per joint), found "
                                  f"{len(p[name])}")
-        return PdGains(derived.kp if p["pd_kp"] is None else np.array(p["pd_kp"]),
-                       derived.kd if p["pd_kd"] is None else np.array(p["pd_kd"]))
+        q_ref = self.conditions[0].joint_positions
+        mass = kinematics.mass_matrix(q_ref)
+        frequency, ratio = p["pd_frequency_hz"], p["pd_damping_ratio"]
+        # Guard damping: each joint's apparent inertia 1/(M^-1)_ii (the others free) at the
+        # PD's damping ratio and frequency: stable even if only that joint is braked.
+        limit_damping = 2 * max(ratio, 0.5) * 2 * np.pi * frequency / np.diag(np.linalg.inv(mass))
+        if p["pd_kp"] is not None or p["pd_kd"] is not None:
+            derived = PdGains.from_inertia(mass, frequency, ratio)
+            kp = np.diag(derived.kp) if p["pd_kp"] is None else np.array(p["pd_kp"])
+            kd = np.diag(derived.kd) if p["pd_kd"] is None else np.array(p["pd_kd"])
+            return PdGains(kp, kd), None, np.diag(PdGains(kp, kd).kd).copy()
+
+        def gains_at(q: np.ndarray) -> PdGains:  # loop thread only: its own kinematics
+            return PdGains.from_inertia(kinematics.mass_matrix(q), frequency, ratio)
+
+        return gains_at(q_ref), gains_at, limit_damping
 
     # ------------------------------------------------------------------------ the loop
 
@@ -517,10 +544,21 @@ class ControllerExecutor(Node):
     async def _call_bridge_reset(self, request: ResetToCondition.Request) -> tuple[bool, str]:
         client = self._bridge_client
         name = client.srv_name
-        if not await self._wait_until(client.service_is_ready, self.bridge_timeout_s, 0.05):
-            return False, f"reset: the simulator's service {name} is not available"
-        future = client.call_async(request)
-        if not await self._wait_until(future.done, self.bridge_timeout_s):
+        deadline = time.monotonic() + self.bridge_timeout_s
+        future = None
+        # Retried: a request sent while a restarted bridge is still being discovered (the dead
+        # one still looks ready until its DDS lease ends) is lost; a reset is idempotent.
+        while time.monotonic() < deadline:
+            if not await self._wait_until(client.service_is_ready,
+                                          deadline - time.monotonic(), 0.05):
+                return False, f"reset: the simulator's service {name} is not available"
+            future = client.call_async(request)
+            if await self._wait_until(future.done, min(BRIDGE_ATTEMPT_S,
+                                                       max(0.0, deadline - time.monotonic()))):
+                break
+            client.remove_pending_request(future)
+            future = None
+        if future is None:
             return False, f"reset: {name} did not answer within {self.bridge_timeout_s} s"
         response = future.result()
         if response is None or not response.success:
@@ -589,6 +627,9 @@ class ControllerExecutor(Node):
             raise GoalError(f"horizon: expected at most the controller's {controller.T} steps, "
                             f"found {horizon}")
         dt = float(goal.controller.dt)
+        if self.dt > 0 and abs(dt - self.dt) > 1e-9:
+            raise GoalError(f"controller dt: expected {self.dt} s (this executor's dt), found "
+                            f"{dt} s")
         ticks = 1
         if not self.lockstep:
             ticks = round(dt / self.period_s)
@@ -712,19 +753,7 @@ class ControllerExecutor(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = ControllerExecutor()
-        executor = make_executor()
-        executor.add_node(node)
-        spin(executor)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(ControllerExecutor, args)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,9 @@ without a new joint state (a lockstep simulator sends none until commanded).
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,7 @@ from mbpl_interfaces.msg import ArmState
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import JointState
 
 from mbpl_ros.arm_state import ArmStateBuilder
@@ -34,8 +38,10 @@ from mbpl_sim import DEFAULT_EE_LINK, default_urdf
 from mbpl_sim.description import ArmDescription
 from mbpl_sim.tasks import TASK_NAMES, Condition, make_conditions, make_task, task_kinematics
 
-STATE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-"""QoS of joint_states, state and commands (reliable: lockstep must not lose a message)."""
+STATE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+"""QoS of joint_states, state and commands: only the newest message matters to a 1 kHz loop, so
+a slow reader skips to it instead of working through a backlog (depth 1); reliable, because in
+lockstep exactly one message is in flight and it must not be lost."""
 TARGET_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
 """QoS of target_position: a late subscriber still gets the current target."""
@@ -205,7 +211,7 @@ class StateEstimator(Node):
 
 def make_executor(context=None):
     """The EventsExecutor (about half the CPU per message of the SingleThreadedExecutor here)
-    where this rclpy has it, else the SingleThreadedExecutor. Spin it with :func:`spin`."""
+    where this rclpy has it, else the SingleThreadedExecutor."""
     try:
         from rclpy.experimental.events_executor import EventsExecutor
     except ImportError:
@@ -213,28 +219,37 @@ def make_executor(context=None):
     return EventsExecutor(context=context)
 
 
-def spin(executor, context=None) -> None:
-    """Spin until shutdown with short ``spin_once`` calls: Kilted's EventsExecutor.spin() (no
-    timeout) delivers nothing and busy-loops on this install, while spin_once(timeout) works."""
-    context = context or rclpy.get_default_context()
-    while context.ok():
-        executor.spin_once(timeout_sec=0.1)
+def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> None:
+    """Create the node, spin it until SIGINT/SIGTERM or shutdown, then destroy it cleanly.
 
-
-def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
+    SIGINT/SIGTERM only set a flag (rclpy's own handler is off): no KeyboardInterrupt lands in
+    the middle of a callback, and the node's destroy_node (stopping its threads) runs before the
+    context goes away. Spins with short ``spin_once`` calls: Kilted's EventsExecutor.spin()
+    delivers nothing and busy-loops on this install, while spin_once(timeout) works.
+    """
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     node = None
     try:
-        node = StateEstimator()
+        node = make_node()
         executor = make_executor()
         executor.add_node(node)
-        spin(executor)
+        while rclpy.ok() and not stop.is_set():
+            executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
     finally:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def main(args: list[str] | None = None) -> None:
+    run_node(StateEstimator, args)
 
 
 if __name__ == "__main__":
