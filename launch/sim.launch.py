@@ -8,9 +8,10 @@ parameter files under config/.
 
 from pathlib import Path
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess
 from launch.substitutions import LaunchConfiguration
+
+from launch import LaunchDescription
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 

@@ -8,14 +8,15 @@ import sys
 import numpy as np
 import pytest
 from mbpl_interfaces.srv import ResetToCondition, StepSimulation
-from mbpl_sim import DEFAULT_EE_LINK, default_urdf
-from mbpl_sim.description import ArmDescription
-from mbpl_sim.tasks import make_conditions, make_task
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from ros_helpers import call_service, node_process, ros_args, spin_until
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool
+
+from mbpl_sim import DEFAULT_EE_LINK, default_urdf
+from mbpl_sim.description import ArmDescription
+from mbpl_sim.tasks import make_conditions, make_task
 
 pytestmark = pytest.mark.ros
 

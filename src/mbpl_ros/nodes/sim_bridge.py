@@ -25,8 +25,6 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from mbpl_interfaces.srv import ResetToCondition, StepSimulation
-from mbpl_sim import make_sim
-from mbpl_sim.tasks import Condition, make_conditions
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -36,6 +34,8 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool
 
 from mbpl_ros.realtime import DeadlineLoop, LatestValue, try_realtime_priority
+from mbpl_sim import make_sim
+from mbpl_sim.tasks import Condition, make_conditions
 
 MODES = ("realtime", "lockstep")
 
