@@ -12,9 +12,10 @@ import time
 import numpy as np
 import pytest
 import rclpy
-from mbpl_interfaces.msg import ExecutorStatus
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosbags.highlevel import AnyReader
+from sensor_msgs.msg import JointState
 from test_recording import typestore
 
 from mbpl_ros.cli import main
@@ -70,9 +71,11 @@ def test_bridge_killed_mid_trial_aborts_it_out_of_the_fit_and_the_session_recove
     node = rclpy.create_node("bridge_killer", context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
-    modes: list[str] = []
-    node.create_subscription(ExecutorStatus, "/arm0/controller_executor/status",
-                             lambda m: modes.append(m.mode), 100)
+    # In lockstep the bridge publishes a joint state per reset and per command: a handful of
+    # them means the first trial is under way (30 steps).
+    states: list[JointState] = []
+    node.create_subscription(JointState, "/arm0/joint_states", states.append,
+                             QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
     try:
         with Graph(config) as graph:
             workers = graph.start_workers()
@@ -80,7 +83,7 @@ def test_bridge_killed_mid_trial_aborts_it_out_of_the_fit_and_the_session_recove
             graph.start_fitter()
             trainer = graph.start_trainer()
             end = time.monotonic() + 120
-            while "trial" not in modes:  # the first trial has started
+            while len(states) < 5:
                 executor.spin_once(timeout_sec=0.01)
                 assert time.monotonic() < end and trainer.process.poll() is None, \
                     trainer.log_tail()
