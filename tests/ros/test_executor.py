@@ -109,7 +109,7 @@ def lockstep_graph():
 class Client:
     """Action client, command/status/joint-state logs of one test."""
 
-    def __init__(self, node) -> None:
+    def __init__(self, node, joint_states: bool = True) -> None:
         self.node = node
         self.action = ActionClient(node, RunTrial, ACTION)
         self.commands: list[tuple[float, np.ndarray]] = []
@@ -119,12 +119,13 @@ class Client:
         node.create_subscription(Float64MultiArray, "effort_controller/commands",
                                  lambda m: self.commands.append(
                                      (time.monotonic(), np.array(m.data))), QOS)
-        node.create_subscription(JointState, "joint_states", self.joint_states.append, QOS)
+        if joint_states:
+            node.create_subscription(JointState, "joint_states", self.joint_states.append, QOS)
         node.create_subscription(ExecutorStatus, "/controller_executor/status",
                                  self.statuses.append, QOS)
         node.create_subscription(Rollout, "rollouts", self.rollouts.append, QOS)
         assert self.action.wait_for_server(timeout_sec=60), "executor action server missing"
-        topics = ("effort_controller/commands", "/controller_executor/status", "joint_states")
+        topics = ("effort_controller/commands", "/controller_executor/status")
         assert spin_until(node, lambda: all(node.count_publishers(t) for t in topics), 30), \
             "publishers not discovered"
         spin_until(node, lambda: False, 0.3)  # let the subscriptions match
@@ -290,19 +291,35 @@ def test_operator_reset_service_in_lockstep_teleports_to_the_condition(ros_node,
 
 
 def test_realtime_hold_commands_at_1khz_and_pd_reset_reaches_the_condition(ros_node, arm):
-    with Graph("realtime", {"initial_mode": "hold"}) as graph:
-        client = Client(ros_node)
+    # Watchdog limits for a shared 2-core CI machine where a process can be descheduled for tens
+    # of ms (defaults 5 / 20 ms are for a robot PC).
+    with Graph("realtime", {"initial_mode": "hold", "stale_hold_ms": 50.0,
+                            "stale_stop_ms": 500.0}) as graph:
+        client = Client(ros_node, joint_states=False)  # a light client: 1 kHz is a lot here
         assert spin_until(ros_node, lambda: len(client.commands) > 200, 30), "no commands"
+        assert spin_until(ros_node, lambda: bool(client.statuses), 10), "no status"
         client.commands.clear()
-        client.joint_states.clear()
+        first_status = client.statuses[-1]
         spin_until(ros_node, lambda: False, 1.0)
-        times = np.array([t for t, _ in client.commands])
-        # Loose bound on purpose (no timing asserts on a shared machine): the bench measures.
-        assert len(times) > 300, f"{len(times)} commands in 1 s"
+        last_status = client.statuses[-1]
+        ticks_per_s = (last_status.ticks - first_status.ticks) / (
+            stamp(last_status) - stamp(first_status))
+        print(f"realtime smoke: loop {ticks_per_s:.0f} ticks/s, {len(client.commands)} commands "
+              f"received by this (Python, shared-CPU) client in 1 s")
+        # Loose bounds on purpose (no timing asserts on a shared machine; the bench measures):
+        # the loop ticks at its own rate and publishes every tick.
+        assert ticks_per_s > 300 and len(client.commands) > 100
         efforts = np.array([c for _, c in client.commands])
         assert efforts.shape[1] == 7 and np.all(np.isfinite(efforts))
-        q = np.array([m.position for m in client.joint_states])
-        assert np.abs(q - q[0]).max() < 0.01, "hold let the arm drift"
+        assert last_status.mode == "hold"
+
+        latest: list[JointState] = []
+        ros_node.create_subscription(JointState, "joint_states", lambda m: latest.__setitem__(
+            slice(None), [m]), QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+        assert spin_until(ros_node, lambda: bool(latest), 10)
+        held = np.array(latest[0].position)
+        spin_until(ros_node, lambda: False, 0.5)
+        assert np.abs(np.array(latest[0].position) - held).max() < 0.02, "hold let the arm drift"
 
         response = call_service(ros_node, ResetToCondition,
                                 "/controller_executor/reset_to_condition",
@@ -311,7 +328,7 @@ def test_realtime_hold_commands_at_1khz_and_pd_reset_reaches_the_condition(ros_n
         assert "converged" in response.message
         q0 = arm.conditions[1].joint_positions
         assert spin_until(ros_node, lambda: np.abs(
-            np.array(client.joint_states[-1].position) - q0).max() < 0.03, 5)
+            np.array(latest[0].position) - q0).max() < 0.03, 5)
         assert graph.alive()
 
 
