@@ -37,6 +37,8 @@ CONFIG_DIR = ROOT / "config"
 SIM_TIMESTEP = 0.001
 """Physics step of the simulators, s (lockstep advances dt / SIM_TIMESTEP steps per command)."""
 STOP_GRACE_S = 5.0
+LOCKSTEP_TIMEOUT_S = 5.0
+"""Executor: abort a lockstep trial when the simulator leaves a command unanswered this long."""
 
 
 class GraphError(RuntimeError):
@@ -63,7 +65,9 @@ def node_parameters(config: TrainConfig, namespaces: list[str]) -> dict[str, dic
                                 "conditions": config.conditions, "seed": config.seed,
                                 # lockstep waits on messages: no SCHED_FIFO thread competing
                                 # with the other processes of the graph for the CPUs
-                                "realtime_priority": 0},
+                                "realtime_priority": 0,
+                                # a loaded CI machine can stall one exchange for seconds
+                                "lockstep_timeout_s": LOCKSTEP_TIMEOUT_S},
         "dynamics_fitter": {
             "max_clusters": prior.max_clusters,
             "min_samples_per_cluster": prior.min_samples_per_cluster,
