@@ -63,8 +63,11 @@ def generate_launch_description() -> LaunchDescription:
         *arguments,
         node("sim_bridge", "sim_bridge.yaml", *arg("backend"), *arg("mode"), *arg("task"),
              *arg("conditions"), *arg("seed")),
-        node("state_estimator", "state_estimator.yaml", *arg("task")),
-        node("controller_executor", "controller_executor.yaml", *arg("mode")),
+        # One condition table (task, conditions, seed) for bridge, estimator, executor, trainer.
+        node("state_estimator", "state_estimator.yaml", *arg("task"), *arg("conditions"),
+             *arg("seed")),
+        node("controller_executor", "controller_executor.yaml", *arg("mode"), *arg("task"),
+             *arg("conditions"), *arg("seed")),
         node("dynamics_fitter", "dynamics_fitter.yaml", namespaced=False),
         trainer,
         # The session is over when the trainer exits: take the stack down with it.
