@@ -16,12 +16,14 @@ the run gets its own domain id so that concurrent runs on one machine do not see
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -106,10 +108,22 @@ def write_params_file(path: Path, node: str, overrides: dict) -> Path:
     return path
 
 
-def pick_domain_id() -> str:
-    """ROS_DOMAIN_ID for a run: the environment's, else a random one in 1..100 (Fast DDS maps
-    ids above ~230 to invalid ports; 0 is what an unconfigured ROS install uses)."""
-    return os.environ.get("ROS_DOMAIN_ID") or str(random.SystemRandom().randint(1, 100))
+def claim_domain_id(lock_dir: Path | None = None) -> tuple[str, object | None]:
+    """A ROS_DOMAIN_ID no other run on this machine holds: random in 1..100 (0 is what an
+    unconfigured ROS install uses; Fast DDS maps ids above ~230 to invalid ports), claimed with an
+    flock on ``<tmp>/mbpl_ros_domain_<id>.lock`` that lasts while the returned handle is open."""
+    lock_dir = Path(lock_dir or tempfile.gettempdir())
+    candidates = list(range(1, 101))
+    random.SystemRandom().shuffle(candidates)
+    for domain in candidates:
+        handle = open(lock_dir / f"mbpl_ros_domain_{domain}.lock", "a")  # noqa: SIM115
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        return str(domain), handle
+    return str(candidates[0]), None
 
 
 @dataclass
@@ -139,7 +153,9 @@ class Graph:
         self.namespaces = worker_namespaces(config.workers)
         self.parameters = node_parameters(config, self.namespaces)
         self.env = dict(os.environ if env is None else env)
-        self.env["ROS_DOMAIN_ID"] = self.env.get("ROS_DOMAIN_ID") or pick_domain_id()
+        self._domain_lock = None
+        if not self.env.get("ROS_DOMAIN_ID"):
+            self.env["ROS_DOMAIN_ID"], self._domain_lock = claim_domain_id()
         self.env.setdefault("MUJOCO_GL", "egl")
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         self.processes: list[NodeProcess] = []
@@ -235,6 +251,9 @@ class Graph:
                 except ProcessLookupError:
                     pass
                 p.process.wait()
+        if self._domain_lock is not None:
+            self._domain_lock.close()
+            self._domain_lock = None
 
 
 class StatusMonitor:
@@ -303,6 +322,9 @@ class _Progress:
 
     def __call__(self, msg) -> None:
         with self.lock:
+            if self.config.progress:
+                self.bar.set_description(f"LQR-FLM (ros) it {msg.iteration} {msg.phase}",
+                                         refresh=False)
             if msg.phase == "done" and msg.iteration not in self.done:
                 self.done.add(msg.iteration)
                 successes = sum(bool(s) for s in msg.success)
@@ -315,7 +337,7 @@ class _Progress:
                           f"success {successes}/{len(msg.success)}, {msg.trials} trials",
                           flush=True)
             elif self.config.progress:
-                self.bar.set_description(f"LQR-FLM (ros) it {msg.iteration} {msg.phase}")
+                self.bar.refresh()
 
     def close(self) -> None:
         self.bar.close()
@@ -353,6 +375,10 @@ def train(config: TrainConfig) -> dict:
                 while trainer.process.poll() is None:
                     time.sleep(0.2)
                     graph.check_alive(exclude=(trainer,))
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: stopping the graph; continue with --resume --out {out}",
+                  file=sys.stderr, flush=True)
+            raise
         finally:
             progress.close()
         code = trainer.process.returncode
