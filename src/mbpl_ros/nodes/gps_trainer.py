@@ -33,6 +33,7 @@ worker) and the running count ``aborted_trials``.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
 import threading
@@ -281,6 +282,7 @@ class GpsTrainer(Node):
                                 "arm's forward kinematics, but the sim bridge and state estimator "
                                 "only know the workspace-box condition table; use --graph direct")
         cfg.out.mkdir(parents=True, exist_ok=True)
+        self._lock_session(cfg.out)
         self.problem = make_problem(cfg, np.random.default_rng(cfg.seed))
         layout = self.problem.layout
         self.state_names = layout.names()
@@ -314,6 +316,14 @@ class GpsTrainer(Node):
         self._publish_status(cfg.iterations - 1 if cfg.iterations else 0, "finished",
                              summary["iterations"][-1] if summary["iterations"] else None)
         return summary
+
+    def _lock_session(self, out: Path) -> None:
+        """One trainer per run directory (held until the process exits)."""
+        self._session_lock = open(out / ".session.lock", "a")  # noqa: SIM115
+        try:
+            fcntl.flock(self._session_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            raise TrainingError(f"another trainer is running a session in {out}") from err
 
     def _wait_for_graph(self) -> None:
         """Wait (up to startup_timeout_s) for every executor and the fitter: node processes

@@ -378,7 +378,7 @@ def train(config: TrainConfig) -> dict:
         except KeyboardInterrupt:
             print(f"\ninterrupted: stopping the graph; continue with --resume --out {out}",
                   file=sys.stderr, flush=True)
-            raise
+            raise SystemExit(130) from None
         finally:
             progress.close()
         code = trainer.process.returncode
