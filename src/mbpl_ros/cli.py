@@ -21,6 +21,7 @@ NODES = {
     "controller_executor": "mbpl_ros.nodes.controller_executor",
 }
 BENCHES = {
+    "control-loop": "mbpl_ros.bench.control_loop",
     "sim": "mbpl_ros.bench.sim",
     "lqr": "mbpl_ros.bench.lqr",
     "policy": "mbpl_ros.bench.policy",

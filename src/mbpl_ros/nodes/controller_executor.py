@@ -131,6 +131,7 @@ class ControllerExecutor(Node):
         self.target_wait_s: float = p["target_wait_s"]
         self.bridge_timeout_s: float = p["bridge_timeout_s"]
         self.realtime_priority: int = p["realtime_priority"]
+        self.ros_thread_priority: int = p["ros_thread_priority"]
         self.stats_file: str = p["stats_file"]
 
         gains, gains_at, limit_damping = self._gains(p, task_kinematics(self.task, self.arm))
@@ -241,6 +242,10 @@ class ControllerExecutor(Node):
             "target_wait_s": (5.0, "wait this long for the state to show a new target, s"),
             "status_rate_hz": (2.0, "ExecutorStatus rate, Hz (also sent on mode changes)"),
             "realtime_priority": (80, "SCHED_FIFO priority of the loop thread; 0: do not ask"),
+            "ros_thread_priority": (0, "SCHED_FIFO priority of the ROS callback thread (below "
+                                       "the loop's), so that a thread holding the Python GIL is "
+                                       "not preempted by ordinary processes while the loop "
+                                       "waits for it; 0: normal scheduling"),
             "gil_switch_interval_us": (200.0, "Python thread switch interval, µs, so the loop "
                                               "thread gets the interpreter back quickly from "
                                               "callbacks (Python's default is 5000)"),
@@ -292,8 +297,9 @@ class ControllerExecutor(Node):
         if v["joint_limit_margin"] < 0 or v["pd_damping_ratio"] < 0:
             raise ValueError("joint_limit_margin and pd_damping_ratio: expected >= 0, found "
                              f"{v['joint_limit_margin']} and {v['pd_damping_ratio']}")
-        if not 0 <= v["realtime_priority"] <= 99:
-            raise ValueError(f"realtime_priority: expected 0..99, found {v['realtime_priority']}")
+        for name in ("realtime_priority", "ros_thread_priority"):
+            if not 0 <= v[name] <= 99:
+                raise ValueError(f"{name}: expected 0..99, found {v[name]}")
 
     def _gains(self, p: dict, kinematics) -> tuple[PdGains, object, np.ndarray]:
         """Reset/hold gains at condition 0, the scheduling function (None with fixed gains) and
@@ -365,7 +371,7 @@ class ControllerExecutor(Node):
                 self._last_commanded = sample
                 i = self._latency_count % self._latency_time.size
                 self._latency_stamp_ns[i] = sample.stamp_ns
-                self._latency_time[i] = time.monotonic()
+                self._latency_time[i] = time.time()  # wall clock, as DDS source timestamps
                 self._latency_count += 1
         self.loop_ticks += 1
 
@@ -729,7 +735,9 @@ class ControllerExecutor(Node):
     # ------------------------------------------------------------------------ shutdown
 
     def loop_report(self) -> dict:
-        """Loop statistics and the (state stamp, command time) records, for benchmarks."""
+        """Loop statistics and, for each state the loop used, its header stamp (ns) and the wall
+        time (time.time(), s) at which the first command computed from it was published; the CPU
+        log holds (monotonic s, loop-thread CPU s, process CPU s) about once a second."""
         n = min(self._latency_count, self._latency_time.size)
         order = np.argsort(self._latency_time[:n], kind="stable")
         return {

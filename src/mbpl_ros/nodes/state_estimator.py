@@ -18,6 +18,7 @@ without a new joint state (a lockstep simulator sends none until commanded).
 
 from __future__ import annotations
 
+import gc
 import signal
 import threading
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import JointState
 
 from mbpl_ros.arm_state import ArmStateBuilder
+from mbpl_ros.realtime import try_realtime_priority
 from mbpl_sim import DEFAULT_EE_LINK, default_urdf
 from mbpl_sim.description import ArmDescription
 from mbpl_sim.tasks import TASK_NAMES, Condition, make_conditions, make_task, task_kinematics
@@ -234,6 +236,15 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> No
     node = None
     try:
         node = make_node()
+        # Everything created so far lives for the whole run: keep it out of the garbage
+        # collector's full passes, which otherwise hold the interpreter for milliseconds.
+        gc.collect()
+        gc.freeze()
+        priority = getattr(node, "ros_thread_priority", 0)
+        if priority > 0:
+            granted = try_realtime_priority(priority)
+            node.get_logger().info(f"ROS thread SCHED_FIFO {priority}: "
+                                   f"{'granted' if granted else 'not granted'}")
         executor = make_executor()
         executor.add_node(node)
         while rclpy.ok() and not stop.is_set():
