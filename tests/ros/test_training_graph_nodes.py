@@ -19,6 +19,7 @@ from rclpy.action import ActionServer
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from ros_helpers import call_service, node_process
+from test_recording import read_with_rosbags
 
 from mbpl_ros.conversions import controller_from_msg, dynamics_from_msg, rollout_to_msg
 from mbpl_ros.core.lqr_flm import LQRFLMConfig
@@ -240,6 +241,11 @@ def test_killed_trainer_resumes_without_losing_or_repeating_a_trial(tmp_path):
             wait_for(fakes.held.is_set, "iteration 1's third trial", 120, [trainer, fitter])
             trainer.process.send_signal(signal.SIGKILL)  # mid-iteration, 2 trials recorded
             trainer.process.wait()
+            # The dead trainer's bag opens as is with a third-party reader.
+            ids = [m.trial_id for t, m in read_with_rosbags(config.out / "rollouts")
+                   if t in ("/rollouts", "/evaluation_rollouts")]
+            assert sorted(i for i in ids if i.startswith("i1-")) == ["i1-c0-s0-a0", "i1-c0-s1-a0"]
+            assert len(ids) == per_iteration + 2
             graph.stop_process(fitter)  # the fitter's state goes too: the replay rebuilds it
             assert len(summary_of(config)["iterations"]) == 1
             fakes.release()
