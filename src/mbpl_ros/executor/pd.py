@@ -78,8 +78,9 @@ class PdGains:
     def torque(self, q: np.ndarray, qd: np.ndarray, q_ref: np.ndarray,
                qd_ref: np.ndarray | None = None) -> np.ndarray:
         """kp (q_ref - q) + kd (qd_ref - qd), N m (n,); qd_ref defaults to zero."""
-        error_rate = -qd if qd_ref is None else qd_ref - qd
-        return self.kp @ (q_ref - q) + self.kd @ error_rate
+        if qd_ref is None:
+            return self.kp @ (q_ref - q) - self.kd @ qd
+        return self.kp @ (q_ref - q) + self.kd @ (qd_ref - qd)
 
 
 class MinimumJerkPath:

@@ -94,6 +94,9 @@ class SafetyFilter:
         self.limits = limits
         self._upper_zone = limits.upper - limits.margin
         self._lower_zone = limits.lower + limits.margin
+        self._centre = 0.5 * (self._upper_zone + self._lower_zone)
+        self._half_free = 0.5 * (self._upper_zone - self._lower_zone)
+        self._negative_effort = -limits.effort
         self._zero = np.zeros(limits.n_joints)
         self._zero.setflags(write=False)
 
@@ -109,28 +112,30 @@ class SafetyFilter:
         Returns:
             A new array (n,) (never the input object) and the :class:`SafetyFlags` raised.
         """
+        # Runs every tick: few numpy calls, each costs ~1 µs on 7 entries.
         limits = self.limits
         tau = np.array(command, dtype=float)
-        if tau.shape != (limits.n_joints,) or not np.all(np.isfinite(tau)):
+        # The sum of finite entries is finite (short of overflow, treated as non-finite too).
+        if tau.shape != (limits.n_joints,) or not np.isfinite(tau.sum()):
             return self._zero.copy(), SafetyFlags.NON_FINITE
         flags = SafetyFlags.NONE
-        if limits.margin > 0 and q is not None and qd is not None:
+        if limits.margin > 0 and q is not None and qd is not None \
+                and (np.abs(q - self._centre) > self._half_free).any():
             upper = q > self._upper_zone
             lower = q < self._lower_zone
-            if upper.any() or lower.any():
-                guarded = tau.copy()
-                # Near the upper limit: no positive torque, brake positive velocity.
-                guarded[upper] = (np.minimum(guarded[upper], 0.0)
-                                  - limits.limit_damping[upper] * np.maximum(qd[upper], 0.0))
-                guarded[lower] = (np.maximum(guarded[lower], 0.0)
-                                  - limits.limit_damping[lower] * np.minimum(qd[lower], 0.0))
-                if not np.array_equal(guarded, tau):
-                    flags |= SafetyFlags.LIMIT_GUARD
-                    tau = guarded
-        clamped = np.clip(tau, -limits.effort, limits.effort)
-        if not np.array_equal(clamped, tau):
+            guarded = tau.copy()
+            # Near the upper limit: no positive torque, brake positive velocity.
+            guarded[upper] = (np.minimum(guarded[upper], 0.0)
+                              - limits.limit_damping[upper] * np.maximum(qd[upper], 0.0))
+            guarded[lower] = (np.maximum(guarded[lower], 0.0)
+                              - limits.limit_damping[lower] * np.minimum(qd[lower], 0.0))
+            if not np.array_equal(guarded, tau):
+                flags |= SafetyFlags.LIMIT_GUARD
+                tau = guarded
+        if (np.abs(tau) > limits.effort).any():
             flags |= SafetyFlags.CLAMPED
-        return clamped, flags
+            np.minimum(np.maximum(tau, self._negative_effort, out=tau), limits.effort, out=tau)
+        return tau, flags
 
     def describe(self, flags: SafetyFlags, command: np.ndarray, q: np.ndarray | None) -> str:
         """A one-line reason for a log: which joints were affected and why."""

@@ -131,7 +131,8 @@ class ControllerExecutor(Node):
         self.target_wait_s: float = p["target_wait_s"]
         self.bridge_timeout_s: float = p["bridge_timeout_s"]
         self.realtime_priority: int = p["realtime_priority"]
-        self.ros_thread_priority: int = p["ros_thread_priority"]
+        self.ros_thread_priority: int = 0 if self.lockstep else p["ros_thread_priority"]
+        self.ros_executor: str = p["ros_executor"]
         self.stats_file: str = p["stats_file"]
 
         gains, gains_at, limit_damping = self._gains(p, task_kinematics(self.task, self.arm))
@@ -242,11 +243,14 @@ class ControllerExecutor(Node):
             "target_wait_s": (5.0, "wait this long for the state to show a new target, s"),
             "status_rate_hz": (2.0, "ExecutorStatus rate, Hz (also sent on mode changes)"),
             "realtime_priority": (80, "SCHED_FIFO priority of the loop thread; 0: do not ask"),
-            "ros_thread_priority": (0, "SCHED_FIFO priority of the ROS callback thread (below "
-                                       "the loop's), so that a thread holding the Python GIL is "
-                                       "not preempted by ordinary processes while the loop "
-                                       "waits for it; 0: normal scheduling"),
-            "gil_switch_interval_us": (200.0, "Python thread switch interval, µs, so the loop "
+            "ros_executor": ("events", "ROS executor of the callback thread: events "
+                                       "(EventsExecutor, less CPU) or single "
+                                       "(SingleThreadedExecutor)"),
+            "ros_thread_priority": (60, "realtime: SCHED_FIFO priority of the ROS callback thread "
+                                        "(below the loop's), so that while it holds the Python "
+                                        "GIL ordinary processes cannot preempt it and stall the "
+                                        "loop waiting for the GIL; 0: normal scheduling"),
+            "gil_switch_interval_us": (100.0, "Python thread switch interval, µs, so the loop "
                                               "thread gets the interpreter back quickly from "
                                               "callbacks (Python's default is 5000)"),
             "stats_window_s": (10.0, "lateness percentiles cover the last this many seconds"),
@@ -276,6 +280,9 @@ class ControllerExecutor(Node):
         if v["initial_mode"] not in INITIAL_MODES:
             raise ValueError(f"initial_mode: expected one of {INITIAL_MODES}, found "
                              f"{v['initial_mode']!r}")
+        if v["ros_executor"] not in ("events", "single"):
+            raise ValueError(f"ros_executor: expected events or single, found "
+                             f"{v['ros_executor']!r}")
         if v["task"] not in TASK_NAMES:
             raise ValueError(f"task: expected one of {TASK_NAMES}, found {v['task']!r}")
         if v["urdf"] and not Path(v["urdf"]).is_file():
@@ -752,11 +759,13 @@ class ControllerExecutor(Node):
         }
 
     def destroy_node(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout=2.0)
-        if self.stats_file:
-            Path(self.stats_file).write_text(json.dumps(self.loop_report()))
+        thread = getattr(self, "_thread", None)  # None: __init__ failed before the loop started
+        if thread is not None:
+            self._stop.set()
+            self._wake.set()
+            thread.join(timeout=2.0)
+            if self.stats_file:
+                Path(self.stats_file).write_text(json.dumps(self.loop_report()))
         super().destroy_node()
 
 
