@@ -5,13 +5,14 @@ What runs (processes over DDS, this machine):
   1. a sim_bridge in real-time mode (physics paced at 1 kHz, a joint state every physics step) and
      a state_estimator (with condition 0's target, so it computes the full x) - kept running for
      both measurements;
+     and a probe process that records the DDS source timestamp of every joint state (also kept
+     running: both loops see bridge + estimator + probe);
   2. the controller_executor as its own process in hold mode (as deployed: its loop thread, its
-     EventsExecutor thread); this process subscribes to /joint_states meanwhile and records when
-     each joint state arrives. After ``--seconds`` s of measurement (after a warm-up) the executor
-     is stopped with SIGINT and writes its loop statistics (``stats_file``);
+     EventsExecutor thread). After ``--seconds`` s of measurement (after a warm-up) it is
+     stopped with SIGINT and writes its loop statistics (``stats_file``);
   3. then, one after the other (not concurrently, so they do not compete for the 2 cores), a bare
-     DeadlineLoop with a trivial tick runs for ``--seconds`` s in this process, with its ROS node
-     destroyed, while the bridge and the estimator keep running.
+     DeadlineLoop with a trivial tick runs for ``--seconds`` s in a thread of this process (no
+     ROS node left in it), asking for the same SCHED_FIFO priority as the executor's loop.
 
 Figures:
   * executor / bare: lateness of tick starts vs their absolute deadlines (µs) over the last
@@ -20,7 +21,7 @@ Figures:
     thread / wall time over the window (``process_cpu_frac``: the whole executor process, ROS
     thread and DDS threads included).
   * state_to_command_us: for each joint state the executor used, from the bridge publishing it
-    (its DDS source timestamp, read by a subscriber in this process) to the return of
+    (its DDS source timestamp, read by the probe) to the return of
     ``publish`` of the first command the executor computed from the ArmState derived from it
     (recorded by the executor with time.time()): the bridge-to-estimator hop, the estimator's
     work, the estimator-to-executor hop, waiting for the next 1 kHz tick (0-1 ms), the control
@@ -99,14 +100,46 @@ def _window_cpu(cpu_log: list, t0: float, t1: float) -> tuple[float, float]:
     return (th1 - th0) / (w1 - w0), (p1 - p0) / (w1 - w0)
 
 
+def _probe(path: Path) -> None:
+    """Probe process: record each joint state's header stamp (ns) and its DDS source timestamp
+    (the bridge's publish time, wall clock, s) until SIGINT/SIGTERM, then write them to ``path``
+    (JSON)."""
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rclpy.signals import SignalHandlerOptions
+    from sensor_msgs.msg import JointState
+
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    node = rclpy.create_node("bench_control_loop_probe")
+    published: dict[int, float] = {}
+
+    def on_joint_state(msg: JointState, info) -> None:
+        # Exact however late this Python subscriber gets to the message.
+        published[msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec] = \
+            info["source_timestamp"] * 1e-9
+
+    node.create_subscription(JointState, "joint_states", on_joint_state,
+                             QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
+    # (the EventsExecutor cannot pass MessageInfo to a callback: SystemError)
+    spinner = rclpy.executors.SingleThreadedExecutor()
+    spinner.add_node(node)
+    while not stop.is_set():
+        spinner.spin_once(timeout_sec=0.05)
+    node.destroy_node()
+    rclpy.try_shutdown()
+    path.write_text(json.dumps({"stamp_ns": list(published), "published": list(
+        published.values())}))
+
+
 def _measure_executor(seconds: float, warmup: float, env: dict, workdir: Path,
-                      executor_params: dict) -> tuple[dict, dict, np.ndarray]:
-    """Run the executor process in hold mode; returns its report, the window and latencies."""
+                      executor_params: dict) -> tuple[dict, dict]:
+    """Run the executor process in hold mode for warm-up + ``seconds``; returns its report and
+    the measurement window (monotonic and wall clock)."""
     import rclpy
     from mbpl_interfaces.msg import ExecutorStatus
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import JointState
-    from std_msgs.msg import Float64MultiArray
 
     stats_file = workdir / "executor_stats.json"
     params = {"mode": "realtime", "initial_mode": "hold", "stats_file": str(stats_file),
@@ -116,43 +149,30 @@ def _measure_executor(seconds: float, warmup: float, env: dict, workdir: Path,
     context = rclpy.context.Context()
     rclpy.init(context=context)
     node = rclpy.create_node("bench_control_loop", context=context)
-    published: dict[int, float] = {}
-    commands: list[float] = []
-    modes: list[str] = []
-    qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
-
-    def on_joint_state(msg: JointState, info) -> None:
-        # The bridge's publish time as DDS stamped it (wall clock, ns): exact however late this
-        # Python subscriber gets to the message.
-        published[msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec] = \
-            info["source_timestamp"] * 1e-9
-
-    node.create_subscription(JointState, "joint_states", on_joint_state, qos)
-    node.create_subscription(Float64MultiArray, "effort_controller/commands",
-                             lambda _m: commands.append(time.monotonic()), qos)
-    node.create_subscription(ExecutorStatus, "/controller_executor/status",
-                             lambda m: modes.append(m.mode), 10)
-    # (the EventsExecutor cannot pass MessageInfo to a callback: SystemError)
+    statuses: list = []
+    node.create_subscription(ExecutorStatus, "/controller_executor/status", statuses.append, 10)
     spinner = rclpy.executors.SingleThreadedExecutor(context=context)
     spinner.add_node(node)
-    try:
-        deadline = time.monotonic() + 120
-        while not (len(commands) > 500 and "hold" in modes):
-            spinner.spin_once(timeout_sec=0.05)
-            if executor.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the executor did not start publishing commands; see "
-                                   f"{workdir / 'controller_executor.log'}")
-        end = time.monotonic() + warmup
+
+    def wait(seconds: float) -> None:
+        end = time.monotonic() + seconds
         while time.monotonic() < end:
             spinner.spin_once(timeout_sec=0.05)
-        published.clear()
-        commands.clear()
+            if executor.poll() is not None:
+                raise RuntimeError(f"the executor exited; see "
+                                   f"{workdir / 'controller_executor.log'}")
+
+    try:
+        deadline = time.monotonic() + 120
+        while not (statuses and statuses[-1].mode == "hold" and statuses[-1].ticks > 1000):
+            wait(0.1)
+            if time.monotonic() > deadline:
+                raise RuntimeError("the executor did not start its loop; see "
+                                   f"{workdir / 'controller_executor.log'}")
+        wait(warmup)
         t0, wall0 = time.monotonic(), time.time()
-        t1 = t0 + seconds
-        while time.monotonic() < t1:
-            spinner.spin_once(timeout_sec=0.05)
-        received = len(commands)
-        wall1 = time.time()
+        wait(seconds)
+        t1, wall1 = time.monotonic(), time.time()
     finally:
         spinner.shutdown()
         node.destroy_node()
@@ -162,14 +182,18 @@ def _measure_executor(seconds: float, warmup: float, env: dict, workdir: Path,
         raise RuntimeError(f"the executor wrote no statistics; see "
                            f"{workdir / 'controller_executor.log'}")
     report = json.loads(stats_file.read_text())
+    return report, {"t0": t0, "t1": t1, "wall0": wall0, "wall1": wall1}
+
+
+def _latencies(report: dict, window: dict, probe_file: Path) -> np.ndarray:
+    """State-to-command latencies (s) of the states the executor used inside the window."""
+    probe = json.loads(probe_file.read_text())
+    published = dict(zip(probe["stamp_ns"], probe["published"], strict=True))
     stamps = np.array(report["command_state_stamp_ns"], dtype=np.int64)
     times = np.array(report["command_time"])
-    keep = (times >= wall0) & (times <= wall1)
-    latency = np.array([t - published[s] for t, s in zip(times[keep], stamps[keep], strict=True)
-                        if s in published])
-    window = {"t0": t0, "t1": t1, "commands_received_per_s": received / seconds,
-              "joint_states_received_per_s": len(published) / seconds}
-    return report, window, latency
+    keep = (times >= window["wall0"]) & (times <= window["wall1"])
+    return np.array([t - published[s] for t, s in zip(times[keep], stamps[keep].tolist(),
+                                                       strict=True) if s in published])
 
 
 def _plot(path: Path, latency_us: np.ndarray, executor: dict, bare: dict) -> None:
@@ -240,13 +264,19 @@ def run(argv: list[str] | None = None) -> dict:
                     env, workdir / "sim_bridge.log")
     estimator = _start("mbpl_ros.nodes.state_estimator", {"initial_target_condition": 0}, env,
                        workdir / "state_estimator.log")
+    probe_file = workdir / "joint_states_published.json"
+    with open(workdir / "probe.log", "ab") as out:
+        probe = subprocess.Popen([sys.executable, "-m", "mbpl_ros.bench.control_loop", "--probe",
+                                  str(probe_file)], env=env, stdout=out,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        report, window, latency = _measure_executor(args.seconds, args.warmup, env, workdir,
-                                                    executor_params)
+        report, window = _measure_executor(args.seconds, args.warmup, env, workdir,
+                                           executor_params)
         bare, bare_fifo = _bare_loop(args.seconds, args.priority)
     finally:
-        _stop(estimator)
-        _stop(bridge)
+        for proc in (probe, estimator, bridge):
+            _stop(proc)
+    latency = _latencies(report, window, probe_file)
 
     lateness = report["lateness"]
     loop_cpu, process_cpu = _window_cpu(report["cpu_log"], window["t0"], window["t1"])
@@ -262,8 +292,6 @@ def run(argv: list[str] | None = None) -> dict:
         "executor_process_cpu_frac": process_cpu,
         "sched_fifo": {"executor": report["sched_fifo"], "bare": bare_fifo},
         "state_to_command_samples": int(latency_us.size),
-        "commands_received_per_s": window["commands_received_per_s"],
-        "joint_states_received_per_s": window["joint_states_received_per_s"],
     }
     for name, stats in (("executor", executor), ("bare", bare)):
         print(f"{name:>8}: {stats['ticks']} ticks, {stats['missed']} missed, lateness p50 "
@@ -272,8 +300,7 @@ def run(argv: list[str] | None = None) -> dict:
     print(f"executor: loop thread {loop_cpu:.0%} of a core, whole process {process_cpu:.0%}; "
           f"SCHED_FIFO executor {report['sched_fifo']}, bare {bare_fifo}")
     print(f"state -> command: p50 {p50:.0f} µs, p99 {p99:.0f} µs over {latency_us.size} states "
-          f"(commands received here: {window['commands_received_per_s']:.0f}/s, joint states "
-          f"{window['joint_states_received_per_s']:.0f}/s)")
+          "the executor used (joint state published by the bridge -> command published)")
     ratio = executor["p99_us"] / bare["p99_us"] if bare["p99_us"] > 0 else float("inf")
     targets = [
         ("p99 lateness <= 1.5x bare or <= 100 µs",
@@ -287,3 +314,11 @@ def run(argv: list[str] | None = None) -> dict:
     _plot(args.png, latency_us, executor, bare)
     print(f"latency histogram: {args.png.resolve()}")
     return result
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--probe":
+        _probe(Path(sys.argv[2]))
+    else:
+        raise SystemExit("usage: python -m mbpl_ros.bench.control_loop --probe OUT.json "
+                         "(internal); run the bench with `mbpl bench control-loop`")
