@@ -6,7 +6,6 @@ Every test session gets its own ROS_DOMAIN_ID so parallel runs on one machine do
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -17,7 +16,12 @@ from contextlib import contextmanager
 import rclpy
 import rclpy.executors
 
-os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 100)))
+from mbpl_ros.training.ros_graph import claim_domain_id
+
+# One domain per test session, claimed with a lock file that other sessions and `mbpl train
+# --graph ros` runs on this machine respect, so concurrent runs never see each other's nodes.
+if not os.environ.get("ROS_DOMAIN_ID"):
+    os.environ["ROS_DOMAIN_ID"], _DOMAIN_LOCK = claim_domain_id()
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 
