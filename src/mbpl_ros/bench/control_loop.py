@@ -204,12 +204,15 @@ def _plot(path: Path, latency_us: np.ndarray, executor: dict, bare: dict) -> Non
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     if latency_us.size:
-        left.hist(latency_us, bins=80, color="tab:blue")
+        positive = np.maximum(latency_us, 1.0)
+        bins = np.logspace(np.log10(positive.min()), np.log10(positive.max()) + 1e-9, 60)
+        left.hist(positive, bins=bins, color="tab:blue")
+        left.set_xscale("log")
         for q, style in ((50, "--"), (99, ":")):
             value = np.percentile(latency_us, q)
             left.axvline(value, color="k", linestyle=style, label=f"p{q} {value:.0f} µs")
         left.legend()
-    left.set_xlabel("joint state arrival -> command publish, µs")
+    left.set_xlabel("joint state published by the bridge -> command published, µs")
     left.set_ylabel("count")
     left.set_title("state to command latency")
     labels = ["p50_us", "p99_us", "p999_us", "max_us"]
@@ -244,6 +247,8 @@ def run(argv: list[str] | None = None) -> dict:
     parser.add_argument("--backend", choices=["mujoco", "pybullet"], default="mujoco")
     parser.add_argument("--priority", type=int, default=80,
                         help="SCHED_FIFO priority asked for both loops (0: none)")
+    parser.add_argument("--estimator-priority", type=int, default=70,
+                        help="SCHED_FIFO priority of the estimator's thread (0: none)")
     parser.add_argument("--png", type=Path, default=Path("control_loop_latency.png"))
     parser.add_argument("--executor-param", action="append", default=[],
                         metavar="KEY:=VALUE", help="extra controller_executor parameter")
@@ -262,7 +267,9 @@ def run(argv: list[str] | None = None) -> dict:
           f"logs in {workdir}")
     bridge = _start("mbpl_ros.nodes.sim_bridge", {"mode": "realtime", "backend": args.backend},
                     env, workdir / "sim_bridge.log")
-    estimator = _start("mbpl_ros.nodes.state_estimator", {"initial_target_condition": 0}, env,
+    estimator = _start("mbpl_ros.nodes.state_estimator",
+                       {"initial_target_condition": 0,
+                        "ros_thread_priority": args.estimator_priority}, env,
                        workdir / "state_estimator.log")
     probe_file = workdir / "joint_states_published.json"
     with open(workdir / "probe.log", "ab") as out:

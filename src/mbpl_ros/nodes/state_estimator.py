@@ -109,6 +109,7 @@ class StateEstimator(Node):
         self.task = make_task(p["task"])
         self.builder = ArmStateBuilder(task_kinematics(self.task, self.arm))
         self.alpha: float = p["velocity_filter_alpha"]
+        self.ros_thread_priority: int = p["ros_thread_priority"]
         self.joints = JointOrder(self.arm.joint_names)
         self.rejected = 0
         self._qd_filtered: np.ndarray | None = None
@@ -143,6 +144,9 @@ class StateEstimator(Node):
             "seed": (0, "seed of the condition table"),
             "initial_target_condition": (-1, "use this condition's target until one arrives "
                                               "on target_position; -1: none"),
+            "ros_thread_priority": (0, "SCHED_FIFO priority of the (single) callback thread, "
+                                       "e.g. 70 on a robot PC so the estimator is not "
+                                       "descheduled in the 1 kHz path; 0: normal scheduling"),
         }
         values = {}
         for name, (default, description) in specs.items():
@@ -153,6 +157,9 @@ class StateEstimator(Node):
         if not 0.0 < values["velocity_filter_alpha"] <= 1.0:
             raise ValueError(f"velocity_filter_alpha: expected a value in (0, 1], found "
                              f"{values['velocity_filter_alpha']}")
+        if not 0 <= values["ros_thread_priority"] <= 99:
+            raise ValueError(f"ros_thread_priority: expected 0..99, found "
+                             f"{values['ros_thread_priority']}")
         if values["conditions"] < 1:
             raise ValueError(f"conditions: expected >= 1, found {values['conditions']}")
         if values["urdf"] and not Path(values["urdf"]).is_file():
