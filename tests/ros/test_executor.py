@@ -70,9 +70,11 @@ def arm() -> Arm:
 class Graph:
     """Bridge, estimator and executor processes; the bridge can be killed and restarted."""
 
-    def __init__(self, mode: str, executor_params: dict | None = None) -> None:
+    def __init__(self, mode: str, executor_params: dict | None = None,
+                 estimator_params: dict | None = None) -> None:
         self.mode = mode
         self.executor_params = executor_params or {}
+        self.estimator_params = estimator_params or {}
         self._contexts = []
         self.bridge = self.estimator = self.executor = None
 
@@ -85,7 +87,7 @@ class Graph:
     def __enter__(self) -> Graph:
         self.start_bridge()
         for name, module, params in (
-                ("estimator", ESTIMATOR, {**ARM}),
+                ("estimator", ESTIMATOR, {**ARM, **self.estimator_params}),
                 ("executor", EXECUTOR, {**ARM, "mode": self.mode, **self.executor_params})):
             context = node_process(module, params)
             self._contexts.append(context)

@@ -43,6 +43,8 @@ from mbpl_ros.executor.safety import SafetyFilter, SafetyFlags
 from mbpl_ros.executor.trial import TrialResult, TrialRun, TrialSpec
 from mbpl_ros.executor.watchdog import Freshness, StalenessWatchdog
 
+USABLE = (Freshness.FRESH, Freshness.HOLD_LAST)
+"""Freshness levels a reset or trial may start from (younger than the stale-stop limit)."""
 LOCKSTEP_STAMP_TOLERANCE_S = 1e-4
 """Lockstep: largest difference between a state-to-state stamp step and the controller's dt."""
 
@@ -442,7 +444,7 @@ class ExecutorCore:
         if refusal is None and goal.shape != (self.n_joints,):
             refusal = f"reset goal: expected {self.n_joints} joint positions, found {goal.size}"
         if refusal is None and not request.external and (sample is None
-                                                         or level is not Freshness.FRESH):
+                                                         or level not in USABLE):
             refusal = f"no fresh state to start the reset from ({self.watchdog.describe()})"
         if refusal is not None:
             self._emit(ResetFinished(request.token, False, refusal))
@@ -477,7 +479,7 @@ class ExecutorCore:
             if sample is None or sample.x is None:
                 refusal = ("no state with x yet: the state estimator has no target (it needs "
                            "one on target_position) or no joint state")
-            elif not self.config.lockstep and level is not Freshness.FRESH:
+            elif not self.config.lockstep and level not in USABLE:
                 refusal = f"no fresh state to start the trial from ({self.watchdog.describe()})"
             elif sample.x.shape != (spec.controller.dX,):
                 refusal = (f"state x has {sample.x.size} entries, the controller expects "
