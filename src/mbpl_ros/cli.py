@@ -124,10 +124,12 @@ def cmd_node(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job: a peg-insertion training session on the simulated arm."""
+    """The main job: a peg-insertion session on the simulated arm, trained through the ROS graph
+    (sim bridge, state estimator, 1 kHz executor, dynamics fitter and trainer as processes)."""
     out = args.out or default_run_dir()
-    argv = ["--task", "peg", "--backend", "mujoco", "--conditions", "4", "--samples", "5",
-            "--iterations", str(args.iterations), "--seed", "0", "--out", str(out)]
+    argv = ["--task", "peg", "--backend", "mujoco", "--graph", args.graph, "--conditions", "4",
+            "--samples", "5", "--iterations", str(args.iterations), "--seed", "0",
+            "--out", str(out)]
     parser = argparse.ArgumentParser()
     _add_train_arguments(parser)
     return cmd_train(parser.parse_args(argv))
@@ -164,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the main job: peg insertion on the simulated arm")
     demo.add_argument("--out", type=Path, default=None)
     demo.add_argument("--iterations", type=int, default=10)
+    demo.add_argument("--graph", choices=["ros", "direct"], default="ros")
     demo.set_defaults(func=cmd_demo)
     return parser
 
