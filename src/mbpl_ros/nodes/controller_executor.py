@@ -253,7 +253,9 @@ class ControllerExecutor(Node):
             "gil_switch_interval_us": (100.0, "Python thread switch interval, µs, so the loop "
                                               "thread gets the interpreter back quickly from "
                                               "callbacks (Python's default is 5000)"),
-            "stats_window_s": (10.0, "lateness percentiles cover the last this many seconds"),
+            "stats_window_s": (2.0, "lateness percentiles (status, stats_file) cover the last "
+                                    "this many seconds (a short window keeps the status "
+                                    "percentile cheap for the ROS thread)"),
             "stats_file": ("", "write loop statistics here (JSON) at shutdown; empty: none"),
         }
         values = {}
@@ -684,7 +686,11 @@ class ControllerExecutor(Node):
             if self._validated is not None and self._validated[0] is goal:
                 plan = self._validated[1]
             else:
-                plan = self._plan(goal)
+                try:
+                    plan = self._plan(goal)
+                except GoalError as err:  # not the goal the goal callback checked: refuse
+                    goal_handle.abort()
+                    return RunTrial.Result(success=False, message=str(err))
             self._validated = None
             spec = TrialSpec(plan.controller, plan.horizon, plan.dt, plan.ticks_per_step,
                              plan.condition_index, uuid.hex())
