@@ -212,10 +212,18 @@ class SimBridge(Node):
         def tick(i: int) -> bool:
             if self._paused.is_set():
                 return True
+            # On SIGINT rclpy shuts the context down before main() can stop this thread.
+            if not self.context.ok():
+                return False
             with self._sim_lock:
                 self._advance(1)
                 snapshot = self._snapshot()
-            self._publish_state(snapshot, with_clock=(i % self._clock_every == 0))
+            try:
+                self._publish_state(snapshot, with_clock=(i % self._clock_every == 0))
+            except Exception:  # noqa: BLE001 - publishers are invalid once the context is gone
+                if self.context.ok():
+                    raise
+                return False
             return True
 
         self._loop.run(tick, self._stop)
