@@ -118,19 +118,23 @@ class Client:
         self.joint_states: list[JointState] = []
         self.statuses: list[ExecutorStatus] = []
         self.rollouts: list[Rollout] = []
-        node.create_subscription(Float64MultiArray, "effort_controller/commands",
-                                 lambda m: self.commands.append(
-                                     (time.monotonic(), np.array(m.data))), QOS)
+        subscriptions = [
+            node.create_subscription(Float64MultiArray, "effort_controller/commands",
+                                     lambda m: self.commands.append(
+                                         (time.monotonic(), np.array(m.data))), QOS),
+            node.create_subscription(ExecutorStatus, "/controller_executor/status",
+                                     self.statuses.append, QOS),
+        ]
         if joint_states:
-            node.create_subscription(JointState, "joint_states", self.joint_states.append, QOS)
-        node.create_subscription(ExecutorStatus, "/controller_executor/status",
-                                 self.statuses.append, QOS)
+            subscriptions.append(node.create_subscription(
+                JointState, "joint_states", self.joint_states.append, QOS))
         node.create_subscription(Rollout, "rollouts", self.rollouts.append, QOS)
         assert self.action.wait_for_server(timeout_sec=60), "executor action server missing"
-        topics = ("effort_controller/commands", "/controller_executor/status")
-        assert spin_until(node, lambda: all(node.count_publishers(t) for t in topics), 30), \
-            "publishers not discovered"
-        spin_until(node, lambda: False, 0.3)  # let the subscriptions match
+        # Every logged topic matched to its publisher before a goal is sent (a loaded machine
+        # can take seconds), so no message of the trial is missed.
+        assert spin_until(node, lambda: all(s.get_publisher_count() for s in subscriptions),
+                          30), "publishers not matched"
+        spin_until(node, lambda: False, 0.3)
 
     def send(self, goal: RunTrial.Goal, feedback: list[int] | None = None, timeout: float = 30):
         """The goal handle (None if no answer)."""

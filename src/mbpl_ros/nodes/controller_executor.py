@@ -550,10 +550,20 @@ class ControllerExecutor(Node):
         if not ok:
             return False, reason
         target, q_goal = condition.target_position, condition.joint_positions
-        if not await self._wait_until(lambda: self._state_shows(target, q_goal),
-                                      self.target_wait_s):
-            return False, (f"reset: no state with q0 and target {target.tolist()} within "
-                           f"{self.target_wait_s} s (is the state_estimator running?)")
+        deadline = time.monotonic() + self.target_wait_s
+        while not await self._wait_until(lambda: self._state_shows(target, q_goal),
+                                         min(1.0, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                return False, (f"reset: no state with q0 and target {target.tolist()} within "
+                               f"{self.target_wait_s} s (is the state_estimator running?)")
+            if self.lockstep:
+                # The bridge publishes the reset state once; right after start-up the
+                # estimator's subscription may not have matched yet and lost it. A reset is
+                # idempotent and publishes the state again.
+                self._publish_target(condition.target_position)
+                ok, reason = await self._call_bridge_reset(request)
+                if not ok:
+                    return False, reason
         return True, reason
 
     async def _call_bridge_reset(self, request: ResetToCondition.Request) -> tuple[bool, str]:
