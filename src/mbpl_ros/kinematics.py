@@ -148,11 +148,18 @@ class ArmKinematics:
         self, q: np.ndarray, qd: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """World positions (P, 3) and linear velocities (P, 3) of the ee points, m and m/s."""
-        qd = self._check(qd, "qd")
-        jacobians = self.ee_jacobians(q)
-        placement = self._data.oMf[self._frame_id]
-        points = placement.translation + self.ee_points_local @ placement.rotation.T
-        return points, jacobians @ qd
+        model, data = self._model, self._data
+        pin.forwardKinematics(model, data, self._to_pin(q, "q"), self._to_pin(qd, "qd"))
+        placement = pin.updateFramePlacement(model, data, self._frame_id)
+        twist = pin.getFrameVelocity(model, data, self._frame_id, pin.LOCAL_WORLD_ALIGNED)
+        offsets = self.ee_points_local @ placement.rotation.T  # (P, 3) world
+        # v_point = v_origin + w x r, without building the (P, 3, n) Jacobians (this runs for
+        # every joint state the estimator receives).
+        wx, wy, wz = twist.angular
+        rx, ry, rz = offsets.T
+        velocities = twist.linear + np.column_stack(
+            (wy * rz - wz * ry, wz * rx - wx * rz, wx * ry - wy * rx))
+        return placement.translation + offsets, velocities
 
     def inverse_points(
         self,
