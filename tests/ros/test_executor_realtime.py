@@ -26,8 +26,14 @@ def test_realtime_hold_commands_at_1khz_and_pd_reset_reaches_the_condition(ros_n
     # Default watchdog (5 / 20 ms): on a loaded shared 2-core machine a process can be
     # descheduled for longer, and then a reset or trial is aborted with a stale-state reason,
     # which is the correct outcome too; the estimator on SCHED_FIFO as on a robot PC.
+    # The previous module's lockstep executor serves the same names until its process has
+    # left the DDS graph; a request answered by it would not be about this graph.
+    reset_service = "/controller_executor/reset_to_condition"
+    assert spin_until(ros_node, lambda: ros_node.count_services(reset_service) == 0, 30), \
+        "an executor of an earlier test is still in the DDS graph"
     with Graph("realtime", {"initial_mode": "hold"}, {"ros_thread_priority": 70}) as graph:
         client = Client(ros_node, joint_states=False)  # a light client: 1 kHz is a lot here
+        assert ros_node.count_services(reset_service) == 1
         states: list[ArmState] = []
         probe = ros_node.create_subscription(ArmState, "state", lambda m: states.__setitem__(
             slice(None), [m]), QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
