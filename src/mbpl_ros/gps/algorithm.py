@@ -269,6 +269,24 @@ class _GPS:
                                          self.config.lqr.dynamics_regularization))
         return lins
 
+    def _fit_initial_policy(self, batches: Sequence[SampleBatch],
+                            observations: Sequence[Observations]) -> float:
+        """On the first iteration, fit the policy to the initial controllers; returns seconds."""
+        if self._iteration > 0:
+            return 0.0
+        t0 = time.perf_counter()
+        self._train_policy([controller_targets(c, b.X, o) for c, b, o in
+                            zip(self._controllers, batches, observations, strict=True)])
+        return time.perf_counter() - t0
+
+    def _linearize_current(self, batches: Sequence[SampleBatch],
+                           observations: Sequence[Observations]) -> list[
+                               LinearGaussianController]:
+        """pi_hat of the just-trained policy, with the existing prior (for reporting)."""
+        return [linearize_policy(b.X, self._policy_outputs(o), self.policy.covar,
+                                 self.policy_prior, self.config.lqr.dynamics_regularization)
+                for b, o in zip(batches, observations, strict=True)]
+
     def _train_policy(self, parts: list[PolicyTargets]):
         steps = self.config.first_policy_steps if self.optimizer.updates == 0 else None
         return self.optimizer.update(PolicyTargets.concatenate(parts), steps)
@@ -316,12 +334,7 @@ class MDGPS(_GPS):
         with blas_threads(cfg.lqr.blas_threads):
             start = time.perf_counter()
             dynamics, quad, mean_cost = self._fit_models(batches, costs)
-            policy_s = 0.0
-            if self._iteration == 0:
-                t0 = time.perf_counter()
-                self._train_policy([controller_targets(c, b.X, o) for c, b, o in
-                                    zip(self._controllers, batches, observations, strict=True)])
-                policy_s += time.perf_counter() - t0
+            policy_s = self._fit_initial_policy(batches, observations)
             lins = self._linearize(batches, observations)
             fit_done = time.perf_counter()
             ref = StackedControllers.of(lins)
@@ -350,14 +363,6 @@ class MDGPS(_GPS):
             tuple(map(float, predicted)), tuple(map(float, actual)), tuple(result.warnings))
         self._iteration += 1
         return report
-
-    def _linearize_current(self, batches: Sequence[SampleBatch],
-                           observations: Sequence[Observations]) -> list[
-                               LinearGaussianController]:
-        """pi_hat of the just-trained policy, with the existing prior (for reporting)."""
-        return [linearize_policy(b.X, self._policy_outputs(o), self.policy.covar,
-                                 self.policy_prior, self.config.lqr.dynamics_regularization)
-                for b, o in zip(batches, observations, strict=True)]
 
 
 def augment_with_policy(quad: QuadraticCost, reference: StackedControllers, nu: np.ndarray,
@@ -420,12 +425,7 @@ class BADMM(_GPS):
         with blas_threads(cfg.lqr.blas_threads):
             start = time.perf_counter()
             dynamics, quad, mean_cost = self._fit_models(batches, costs)
-            policy_s = 0.0
-            if self._iteration == 0:
-                t0 = time.perf_counter()
-                self._train_policy([controller_targets(c, b.X, o) for c, b, o in
-                                    zip(self._controllers, batches, observations, strict=True)])
-                policy_s += time.perf_counter() - t0
+            policy_s = self._fit_initial_policy(batches, observations)
             lins = self._linearize(batches, observations)
             if self._iteration > 0:
                 self._dual_step(batches, observations, lins, dynamics)
@@ -447,9 +447,7 @@ class BADMM(_GPS):
                 parts.append(controller_targets(c, b.X, o, self.nu[m], shift))
             upd = self._train_policy(parts)
             policy_s += time.perf_counter() - traj_done
-            after = [linearize_policy(b.X, self._policy_outputs(o), self.policy.covar,
-                                      self.policy_prior, cfg.lqr.dynamics_regularization)
-                     for b, o in zip(batches, observations, strict=True)]
+            after = self._linearize_current(batches, observations)
             pkl = policy_kl(result.controllers, after, dynamics).sum(axis=-1)
             end = time.perf_counter()
         self._previous = _Models(prev_ctrl, StackedControllers.of(result.controllers), dyn, quad)
