@@ -78,6 +78,7 @@ from mbpl_ros.executor import (
     TrialRun,
     TrialSpec,
 )
+from mbpl_ros.nodes.parameters import declare_parameters
 from mbpl_ros.nodes.state_estimator import STATE_QOS, TARGET_QOS, run_node
 from mbpl_ros.realtime import DeadlineLoop, LatestValue, try_realtime_priority
 from mbpl_sim import DEFAULT_EE_LINK, default_urdf
@@ -258,10 +259,7 @@ class ControllerExecutor(Node):
                                     "percentile cheap for the ROS thread)"),
             "stats_file": ("", "write loop statistics here (JSON) at shutdown; empty: none"),
         }
-        values = {}
-        for name, (default, description) in specs.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description))
-            values[name] = self.get_parameter(name).value
+        values = declare_parameters(self, specs)
         for name, description in (("pd_kp", "fixed reset/hold stiffness per joint, N m/rad"),
                                   ("pd_kd", "fixed reset/hold damping per joint, N m s/rad")):
             self.declare_parameter(name, Parameter.Type.DOUBLE_ARRAY,

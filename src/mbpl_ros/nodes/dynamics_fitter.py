@@ -25,7 +25,6 @@ import numpy as np
 import rclpy
 from mbpl_interfaces.msg import Rollout
 from mbpl_interfaces.srv import FitDynamics, FitIteration
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 
 from mbpl_ros.conversions import MessageError, dynamics_to_msg, rollout_from_msg
@@ -34,6 +33,7 @@ from mbpl_ros.core.errors import CoreError
 from mbpl_ros.core.lqr_flm import LQRFLMConfig, blas_threads
 from mbpl_ros.core.prior import DynamicsPriorGMM, PriorConfig
 from mbpl_ros.core.samples import SampleBatch
+from mbpl_ros.nodes.parameters import declare_parameters
 
 
 class FitRequestError(ValueError):
@@ -167,10 +167,7 @@ class DynamicsFitter(Node):
 
     def __init__(self, **node_kwargs) -> None:
         super().__init__("dynamics_fitter", **node_kwargs)
-        values = {}
-        for name, (default, description) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description))
-            values[name] = self.get_parameter(name).value
+        values = declare_parameters(self, PARAMETERS)
         self.state = DynamicsFitterState(config_from_parameters(values))
         self._last_key: tuple | None = None
         self._last_response: FitIteration.Response | None = None

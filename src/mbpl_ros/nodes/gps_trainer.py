@@ -49,7 +49,6 @@ from action_msgs.msg import GoalStatus
 from mbpl_interfaces.action import RunTrial
 from mbpl_interfaces.msg import Rollout, TrainingStatus
 from mbpl_interfaces.srv import FitIteration
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.action import ActionClient
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
@@ -65,6 +64,7 @@ from mbpl_ros.conversions import (
 from mbpl_ros.core.controllers import LinearGaussianController, smoothed_noise
 from mbpl_ros.core.lqr_flm import LQRFLM, LQRFLMConfig
 from mbpl_ros.core.samples import SampleBatch
+from mbpl_ros.nodes.parameters import declare_parameters
 from mbpl_ros.recording import BagWriter, read_messages
 from mbpl_ros.training.config import InitialControllerConfig, TrainConfig
 from mbpl_ros.training.direct import (
@@ -253,10 +253,7 @@ class GpsTrainer(Node):
 
     def __init__(self, **node_kwargs) -> None:
         super().__init__("gps_trainer", **node_kwargs)
-        p = {}
-        for name, (default, description) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description))
-            p[name] = self.get_parameter(name).value
+        p = declare_parameters(self, PARAMETERS)
         self.params = p
         self.config = config_from_parameters(p)
         self.namespaces = list(p["namespaces"]) or ["/"]

@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from mbpl_interfaces.srv import ResetToCondition, StepSimulation
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
@@ -33,6 +32,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool
 
+from mbpl_ros.nodes.parameters import declare_parameters
 from mbpl_ros.realtime import DeadlineLoop, LatestValue, try_realtime_priority
 from mbpl_sim import make_sim
 from mbpl_sim.tasks import Condition, make_conditions
@@ -101,10 +101,7 @@ class SimBridge(Node):
             "image_height": (64, "camera image height, px"),
             "clock_every_steps": (10, "publish /clock every this many physics steps (realtime)"),
         }
-        values = {}
-        for name, (default, description) in specs.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description))
-            values[name] = self.get_parameter(name).value
+        values = declare_parameters(self, specs)
         if values["mode"] not in MODES:
             raise ValueError(f"mode: expected one of {MODES}, found {values['mode']!r}")
         if values["lockstep_steps"] < 1:

@@ -28,13 +28,13 @@ import numpy as np
 import rclpy
 from geometry_msgs.msg import PointStamped
 from mbpl_interfaces.msg import ArmState
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import JointState
 
 from mbpl_ros.arm_state import ArmStateBuilder
+from mbpl_ros.nodes.parameters import declare_parameters
 from mbpl_ros.realtime import try_realtime_priority
 from mbpl_sim import DEFAULT_EE_LINK, default_urdf
 from mbpl_sim.description import ArmDescription
@@ -148,10 +148,7 @@ class StateEstimator(Node):
                                        "e.g. 70 on a robot PC so the estimator is not "
                                        "descheduled in the 1 kHz path; 0: normal scheduling"),
         }
-        values = {}
-        for name, (default, description) in specs.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description))
-            values[name] = self.get_parameter(name).value
+        values = declare_parameters(self, specs)
         if values["task"] not in TASK_NAMES:
             raise ValueError(f"task: expected one of {TASK_NAMES}, found {values['task']!r}")
         if not 0.0 < values["velocity_filter_alpha"] <= 1.0:
