@@ -51,6 +51,7 @@ class LatenessStats:
         missed: ticks that started more than one period after their deadline.
         p50_us, p99_us, p999_us, max_us: lateness percentiles and maximum, µs.
         cpu_frac: process CPU time of the loop thread divided by wall time (fraction of one core).
+        work_p50_us, work_p99_us: how long the tick's own work took (tick start to return), µs.
     """
 
     ticks: int
@@ -60,15 +61,20 @@ class LatenessStats:
     p999_us: float
     max_us: float
     cpu_frac: float
+    work_p50_us: float = float("nan")
+    work_p99_us: float = float("nan")
 
     @classmethod
     def from_lateness(
-        cls, lateness_s: np.ndarray, period_s: float, cpu_frac: float
+        cls, lateness_s: np.ndarray, period_s: float, cpu_frac: float,
+        work_s: np.ndarray | None = None,
     ) -> LatenessStats:
         if lateness_s.size == 0:
             return cls(0, 0, float("nan"), float("nan"), float("nan"), float("nan"), cpu_frac)
         us = lateness_s * 1e6
         p50, p99, p999 = np.percentile(us, [50, 99, 99.9])
+        work_p50, work_p99 = (np.percentile(work_s * 1e6, [50, 99]) if work_s is not None
+                              and work_s.size else (float("nan"), float("nan")))
         return cls(
             ticks=int(us.size),
             missed=int(np.count_nonzero(lateness_s > period_s)),
@@ -77,6 +83,8 @@ class LatenessStats:
             p999_us=float(p999),
             max_us=float(us.max()),
             cpu_frac=cpu_frac,
+            work_p50_us=float(work_p50),
+            work_p99_us=float(work_p99),
         )
 
     def as_dict(self) -> dict[str, float | int]:
@@ -101,14 +109,15 @@ class DeadlineLoop:
     rather than bursting through them with stale inputs.
     """
 
-    def __init__(self, period_s: float, spin_margin_s: float = 150e-6, history: int = 600_000):
+    def __init__(self, period_s: float, spin_margin_s: float = 100e-6, history: int = 600_000):
         if period_s <= 0:
             raise ValueError(f"period_s: expected > 0, found {period_s}")
         self.period_s = period_s
         self.spin_margin_s = spin_margin_s
         self._lateness = np.zeros(history)
+        self._work = np.zeros(history)
+        self._skipped_after = np.zeros(history, dtype=np.int64)
         self._count = 0
-        self._skipped = 0
         self._cpu_s = 0.0
         self._wall_s = 0.0
 
@@ -126,10 +135,13 @@ class DeadlineLoop:
             while perf() < deadline:
                 pass
             now = perf()
-            self._lateness[self._count % self._lateness.size] = now - deadline
+            slot = self._count % self._lateness.size
+            self._lateness[slot] = now - deadline
             self._count += 1
             if not tick(i):
                 break
+            self._work[slot] = perf() - now
+            self._skipped_after[slot] = 0
             i += 1
             deadline += period
             # A loop that fell more than one period behind restarts its grid at now instead of
@@ -137,12 +149,14 @@ class DeadlineLoop:
             if perf() > deadline + period:
                 skipped = int((perf() - deadline) // period)
                 deadline += skipped * period
-                self._skipped += skipped
+                self._skipped_after[slot] = skipped
         self._cpu_s += time.thread_time() - cpu0
         self._wall_s += perf() - wall0
 
     def stats(self) -> LatenessStats:
         n = min(self._count, self._lateness.size)
         cpu_frac = self._cpu_s / self._wall_s if self._wall_s > 0 else float("nan")
-        stats = LatenessStats.from_lateness(self._lateness[:n], self.period_s, cpu_frac)
-        return replace(stats, missed=stats.missed + self._skipped)
+        stats = LatenessStats.from_lateness(self._lateness[:n], self.period_s, cpu_frac,
+                                            self._work[:n])
+        # Deadlines skipped after the ticks still in the history window count as missed.
+        return replace(stats, missed=stats.missed + int(self._skipped_after[:n].sum()))

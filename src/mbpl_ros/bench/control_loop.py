@@ -7,19 +7,23 @@ What runs (processes over DDS, this machine):
      both measurements;
      and a probe process that records the DDS source timestamp of every joint state (also kept
      running: both loops see bridge + estimator + probe);
-  2. the controller_executor as its own process in hold mode (as deployed: its loop thread, its
-     EventsExecutor thread). After ``--seconds`` s of measurement (after a warm-up) it is
-     stopped with SIGINT and writes its loop statistics (``stats_file``);
-  3. then, one after the other (not concurrently, so they do not compete for the 2 cores), a bare
-     DeadlineLoop with a trivial tick runs for ``--seconds`` s in a thread of this process (no
-     ROS node left in it), asking for the same SCHED_FIFO priority as the executor's loop.
+  2. the controller_executor as its own process in hold mode (as deployed: its loop thread takes
+     the states and publishes the commands, its EventsExecutor thread serves the rest); after a
+     warm-up,
+  3. at the same time as the executor is measured, a bare DeadlineLoop with a trivial tick in a
+     process of its own (no ROS in it), asking for the same SCHED_FIFO priority. Measuring both
+     over the same seconds matters on this VM: a bare loop alone misses anywhere from 0.1 % to
+     4 % of its deadlines depending on the minute, so loops measured one after the other
+     compare the minutes more than the loops. Each loop sees the other's load as well as the
+     bridge's, the estimator's and the probe's. When the bare loop ends, the executor is stopped
+     with SIGINT and writes its loop statistics (``stats_file``) over the same window.
 
 Figures:
   * executor / bare: lateness of tick starts vs their absolute deadlines (µs) over the last
     ``--seconds`` s of each loop; ``missed`` = ticks late by more than a period plus deadlines
-    skipped (for the executor: skipped since its loop started); ``cpu_frac``: CPU time of the loop
-    thread / wall time over the window (``process_cpu_frac``: the whole executor process, ROS
-    thread and DDS threads included).
+    skipped after an overrunning tick; ``cpu_frac``: CPU time of the loop thread / wall time over
+    the window (``process_cpu_frac``: the whole executor process, ROS thread and DDS threads
+    included); ``work_p50_us``/``work_p99_us``: how long the executor's tick itself took.
   * state_to_command_us: for each joint state the executor used, from the bridge publishing it
     (its DDS source timestamp, read by the probe) to the return of
     ``publish`` of the first command the executor computed from the ArmState derived from it
@@ -72,21 +76,24 @@ def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
             proc.wait()
 
 
-def _bare_loop(seconds: float, priority: int) -> tuple[dict, bool]:
-    """A DeadlineLoop with a trivial tick in its own thread, as the executor runs its loop."""
+def _bare_loop(seconds: float, priority: int, out: Path) -> None:
+    """Bare-loop process: a DeadlineLoop with a trivial tick for ``seconds`` in its own thread, as
+    the executor runs its loop; prints ``started`` when the loop starts, writes its statistics
+    (JSON) to ``out``."""
     loop = DeadlineLoop(0.001, history=max(1, round(seconds * 1000)))
-    stop = threading.Event()
     granted = []
 
     def body() -> None:
         granted.append(priority > 0 and try_realtime_priority(priority))
-        loop.run(lambda i: True, stop, max_ticks=round(seconds * 1000))
+        print("started", flush=True)
+        loop.run(lambda i: True, threading.Event(), max_ticks=round(seconds * 1000))
 
     thread = threading.Thread(target=body, name="bare_loop")
     thread.start()
     thread.join()
     stats = loop.stats().as_dict()
-    return {k: stats[k] for k in LOOP_KEYS}, bool(granted and granted[0])
+    out.write_text(json.dumps({"stats": {k: stats[k] for k in LOOP_KEYS},
+                               "sched_fifo": bool(granted and granted[0])}))
 
 
 def _window_cpu(cpu_log: list, t0: float, t1: float) -> tuple[float, float]:
@@ -103,11 +110,14 @@ def _window_cpu(cpu_log: list, t0: float, t1: float) -> tuple[float, float]:
 def _probe(path: Path) -> None:
     """Probe process: record each joint state's header stamp (ns) and its DDS source timestamp
     (the bridge's publish time, wall clock, s) until SIGINT/SIGTERM, then write them to ``path``
-    (JSON)."""
+    (JSON). Takes the serialized messages itself every half millisecond instead of spinning an
+    executor, so that it loads the machine far less than the loops it helps to measure."""
     import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from rclpy.signals import SignalHandlerOptions
     from sensor_msgs.msg import JointState
+
+    from mbpl_ros.cdr import header_stamp_ns
 
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
@@ -115,29 +125,25 @@ def _probe(path: Path) -> None:
         signal.signal(sig, lambda *_: stop.set())
     node = rclpy.create_node("bench_control_loop_probe")
     published: dict[int, float] = {}
-
-    def on_joint_state(msg: JointState, info) -> None:
-        # Exact however late this Python subscriber gets to the message.
-        published[msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec] = \
-            info["source_timestamp"] * 1e-9
-
-    node.create_subscription(JointState, "joint_states", on_joint_state,
-                             QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
-    # (the EventsExecutor cannot pass MessageInfo to a callback: SystemError)
-    spinner = rclpy.executors.SingleThreadedExecutor()
-    spinner.add_node(node)
+    sub = node.create_subscription(JointState, "joint_states", lambda _: None,
+                                   QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
     while not stop.is_set():
-        spinner.spin_once(timeout_sec=0.05)
+        while (taken := sub.handle.take_message(JointState, True)) is not None:
+            raw, info = taken
+            # Exact however late this subscriber gets to the message.
+            published[header_stamp_ns(raw)] = info["source_timestamp"] * 1e-9
+        time.sleep(0.0005)
     node.destroy_node()
     rclpy.try_shutdown()
     path.write_text(json.dumps({"stamp_ns": list(published), "published": list(
         published.values())}))
 
 
-def _measure_executor(seconds: float, warmup: float, env: dict, workdir: Path,
-                      executor_params: dict) -> tuple[dict, dict]:
-    """Run the executor process in hold mode for warm-up + ``seconds``; returns its report and
-    the measurement window (monotonic and wall clock)."""
+def _measure(seconds: float, warmup: float, priority: int, env: dict, workdir: Path,
+             executor_params: dict) -> tuple[dict, dict, dict]:
+    """Run the executor process in hold mode; after its warm-up, run the bare loop process for
+    ``seconds`` alongside it, then stop the executor. Returns the executor's report, the bare
+    loop's and the measurement window (monotonic and wall clock)."""
     import rclpy
     from mbpl_interfaces.msg import ExecutorStatus
 
@@ -146,43 +152,52 @@ def _measure_executor(seconds: float, warmup: float, env: dict, workdir: Path,
               "stats_window_s": seconds, **executor_params}
     executor = _start("mbpl_ros.nodes.controller_executor", params, env,
                       workdir / "controller_executor.log")
-    context = rclpy.context.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("bench_control_loop", context=context)
-    statuses: list = []
-    node.create_subscription(ExecutorStatus, "/controller_executor/status", statuses.append, 10)
-    spinner = rclpy.executors.SingleThreadedExecutor(context=context)
-    spinner.add_node(node)
+    log = workdir / "controller_executor.log"
 
-    def wait(seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            spinner.spin_once(timeout_sec=0.05)
-            if executor.poll() is not None:
-                raise RuntimeError(f"the executor exited; see "
-                                   f"{workdir / 'controller_executor.log'}")
+    def check_executor() -> None:
+        if executor.poll() is not None:
+            raise RuntimeError(f"the executor exited; see {log}")
 
+    bare_file = workdir / "bare_loop.json"
     try:
-        deadline = time.monotonic() + 120
-        while not (statuses and statuses[-1].mode == "hold" and statuses[-1].ticks > 1000):
-            wait(0.1)
-            if time.monotonic() > deadline:
-                raise RuntimeError("the executor did not start its loop; see "
-                                   f"{workdir / 'controller_executor.log'}")
-        wait(warmup)
+        context = rclpy.context.Context()
+        rclpy.init(context=context)
+        node = rclpy.create_node("bench_control_loop", context=context)
+        statuses: list = []
+        node.create_subscription(ExecutorStatus, "/controller_executor/status", statuses.append,
+                                 10)
+        spinner = rclpy.executors.SingleThreadedExecutor(context=context)
+        spinner.add_node(node)
+        try:
+            deadline = time.monotonic() + 120
+            while not (statuses and statuses[-1].mode == "hold" and statuses[-1].ticks > 1000):
+                spinner.spin_once(timeout_sec=0.05)
+                check_executor()
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the executor did not start its loop; see {log}")
+        finally:  # nothing of ROS left in this process while the loops are measured
+            spinner.shutdown()
+            node.destroy_node()
+            rclpy.shutdown(context=context)
+        time.sleep(warmup)
+        check_executor()
+        bare = subprocess.Popen([sys.executable, "-m", "mbpl_ros.bench.control_loop", "--bare",
+                                 str(seconds), str(priority), str(bare_file)], env=env,
+                                stdout=subprocess.PIPE, text=True, start_new_session=True)
+        if bare.stdout.readline().strip() != "started":
+            raise RuntimeError("the bare loop process did not start")
         t0, wall0 = time.monotonic(), time.time()
-        wait(seconds)
+        if bare.wait() != 0:
+            raise RuntimeError(f"the bare loop process failed (exit {bare.returncode})")
         t1, wall1 = time.monotonic(), time.time()
+        check_executor()
     finally:
-        spinner.shutdown()
-        node.destroy_node()
-        rclpy.shutdown(context=context)
         _stop(executor)
     if not stats_file.is_file():
-        raise RuntimeError(f"the executor wrote no statistics; see "
-                           f"{workdir / 'controller_executor.log'}")
+        raise RuntimeError(f"the executor wrote no statistics; see {log}")
     report = json.loads(stats_file.read_text())
-    return report, {"t0": t0, "t1": t1, "wall0": wall0, "wall1": wall1}
+    return report, json.loads(bare_file.read_text()), {"t0": t0, "t1": t1, "wall0": wall0,
+                                                       "wall1": wall1}
 
 
 def _latencies(report: dict, window: dict, probe_file: Path) -> np.ndarray:
@@ -222,7 +237,7 @@ def _plot(path: Path, latency_us: np.ndarray, executor: dict, bare: dict) -> Non
     right.set_xticks(x, [k.replace("_us", "") for k in labels])
     right.set_yscale("log")
     right.set_ylabel("tick lateness, µs")
-    right.set_title("1 kHz loop lateness (same load, one after the other)")
+    right.set_title("1 kHz loop lateness (measured side by side)")
     right.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -277,9 +292,9 @@ def run(argv: list[str] | None = None) -> dict:
                                   str(probe_file)], env=env, stdout=out,
                                  stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        report, window = _measure_executor(args.seconds, args.warmup, env, workdir,
-                                           executor_params)
-        bare, bare_fifo = _bare_loop(args.seconds, args.priority)
+        report, bare_report, window = _measure(args.seconds, args.warmup, args.priority, env,
+                                               workdir, executor_params)
+        bare, bare_fifo = bare_report["stats"], bare_report["sched_fifo"]
     finally:
         for proc in (probe, estimator, bridge):
             _stop(proc)
@@ -289,6 +304,8 @@ def run(argv: list[str] | None = None) -> dict:
     loop_cpu, process_cpu = _window_cpu(report["cpu_log"], window["t0"], window["t1"])
     executor = {k: lateness[k] for k in LOOP_KEYS}
     executor["cpu_frac"] = loop_cpu
+    executor["work_p50_us"], executor["work_p99_us"] = lateness["work_p50_us"], \
+        lateness["work_p99_us"]
     latency_us = latency * 1e6
     p50, p99 = (np.percentile(latency_us, [50, 99]) if latency_us.size
                 else (float("nan"), float("nan")))
@@ -303,7 +320,9 @@ def run(argv: list[str] | None = None) -> dict:
     for name, stats in (("executor", executor), ("bare", bare)):
         print(f"{name:>8}: {stats['ticks']} ticks, {stats['missed']} missed, lateness p50 "
               f"{stats['p50_us']:.0f} µs, p99 {stats['p99_us']:.0f} µs, p99.9 "
-              f"{stats['p999_us']:.0f} µs, max {stats['max_us']:.0f} µs")
+              f"{stats['p999_us']:.0f} µs, max {stats['max_us']:.0f} µs"
+              + (f"; tick work p50 {stats['work_p50_us']:.0f} µs, p99 {stats['work_p99_us']:.0f} "
+                 "µs" if "work_p50_us" in stats else ""))
     print(f"executor: loop thread {loop_cpu:.0%} of a core, whole process {process_cpu:.0%}; "
           f"SCHED_FIFO executor {report['sched_fifo']}, bare {bare_fifo}")
     print(f"state -> command: p50 {p50:.0f} µs, p99 {p99:.0f} µs over {latency_us.size} states "
@@ -326,6 +345,9 @@ def run(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--probe":
         _probe(Path(sys.argv[2]))
+    elif len(sys.argv) == 5 and sys.argv[1] == "--bare":
+        _bare_loop(float(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))
     else:
-        raise SystemExit("usage: python -m mbpl_ros.bench.control_loop --probe OUT.json "
-                         "(internal); run the bench with `mbpl bench control-loop`")
+        raise SystemExit("usage: python -m mbpl_ros.bench.control_loop --probe OUT.json | "
+                         "--bare SECONDS PRIORITY OUT.json (internal); run the bench with "
+                         "`mbpl bench control-loop`")

@@ -50,6 +50,7 @@ from rclpy.task import Future
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
+from mbpl_ros.cdr import CdrError, Float64ArrayWriter, read_arm_state
 from mbpl_ros.conversions import MessageError, controller_from_msg, rollout_to_msg
 from mbpl_ros.core.controllers import LinearGaussianController
 from mbpl_ros.core.state import StateLayout
@@ -90,8 +91,9 @@ INITIAL_MODES = ("idle", "hold")
 RCLError = rclpy_implementation.RCLError
 BRIDGE_ATTEMPT_S = 2.0
 """Lockstep: wait this long for one reset request to the bridge before sending it again, s."""
-EVENT_POLL_S = 0.01
-"""How often the ROS thread collects the loop's events (trial results, progress, logs), s."""
+EVENT_POLL_S = 0.02
+"""How often the ROS thread collects the loop's events (trial results, progress, logs), s. (The
+EventsExecutor has no guard conditions for the loop to wake it with.)"""
 
 
 class GoalError(ValueError):
@@ -169,7 +171,7 @@ class ControllerExecutor(Node):
         self._latency_count = 0
         self._cpu_log: list[tuple[float, float, float]] = []
         self._last_commanded: StateSample | None = None
-        self._command_msg = Float64MultiArray()
+        self._command_writer = Float64ArrayWriter(self.arm.n_joints)
         self.realtime_granted = False
 
         group = ReentrantCallbackGroup()
@@ -178,7 +180,18 @@ class ControllerExecutor(Node):
         self._target_pub = self.create_publisher(PointStamped, "target_position", TARGET_QOS)
         self._rollout_pub = self.create_publisher(Rollout, "rollouts", 10)
         self._status_pub = self.create_publisher(ExecutorStatus, "~/status", 10)
-        self.create_subscription(ArmState, "state", self._on_state, STATE_QOS)
+        if self.lockstep:
+            self.create_subscription(ArmState, "state", self._on_state, STATE_QOS)
+            self._state_reader: Node | None = None
+        else:
+            # Real time: the loop thread takes each state itself at the start of its tick, from
+            # a subscription on a second node that no ROS executor spins. The keep-last(1) DDS
+            # reader is then the loop's input slot, and no callback thread competes with the
+            # loop for the interpreter 1000 times a second.
+            self._state_reader = Node(f"{self.get_name()}_state_reader",
+                                      namespace=self.get_namespace(), context=self.context)
+            self._state_sub = self._state_reader.create_subscription(
+                ArmState, "state", lambda _: None, STATE_QOS)
         self.create_service(Trigger, "~/estop", self._on_estop, callback_group=group)
         self.create_service(Trigger, "~/release", self._on_release, callback_group=group)
         self.create_service(Trigger, "~/hold", self._on_hold, callback_group=group)
@@ -336,23 +349,44 @@ class ControllerExecutor(Node):
     # ------------------------------------------------------------------------ the loop
 
     def _on_state(self, msg: ArmState) -> None:
-        """Subscription callback: convert, check sizes, overwrite the slot (and wake lockstep)."""
-        now = time.monotonic()
+        """Lockstep subscription callback: store the state and wake the loop."""
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        fields = (np.asarray(msg.x, dtype=float), np.asarray(msg.joint_positions, dtype=float),
+                  np.asarray(msg.joint_velocities, dtype=float),
+                  np.asarray(msg.target_position, dtype=float))
+        if self._accept_state(stamp_ns, *fields, received=time.monotonic()):
+            self._wake.set()
+
+    def _take_state(self) -> None:
+        """Real time, loop thread: take the newest state waiting in the DDS reader, if any, as
+        bytes read straight into numpy (rclpy's message conversion would hold the interpreter
+        for ~100 µs per tick)."""
+        taken = self._state_sub.handle.take_message(ArmState, True)
+        if taken is None:
+            return
+        raw, info = taken
+        try:
+            fields = read_arm_state(raw)
+        except CdrError as err:
+            self._log_once_per_s("bad_state", f"state rejected: {err}")
+            return
+        # Stamped with its arrival, not this take: the watchdog must see how old it really is.
+        age_s = max(0.0, time.time() - info["received_timestamp"] * 1e-9)
+        self._accept_state(*fields, received=time.monotonic() - age_s)
+
+    def _accept_state(self, stamp_ns: int, x: np.ndarray, q: np.ndarray, qd: np.ndarray,
+                      target: np.ndarray, received: float) -> bool:
+        """Check a state; store it in the slot (monotonic arrival time ``received``) or log why
+        it was dropped."""
         n = self.arm.n_joints
-        q = np.asarray(msg.joint_positions, dtype=float)
-        qd = np.asarray(msg.joint_velocities, dtype=float)
         if q.shape != (n,) or qd.shape != (n,) or not (np.isfinite(q).all()
                                                        and np.isfinite(qd).all()):
             self._log_once_per_s("bad_state", f"state rejected: expected {n} finite joint "
                                  f"positions and velocities, found {q.tolist()}, {qd.tolist()}")
-            return
-        x = np.asarray(msg.x, dtype=float) if len(msg.x) else None
-        target = np.asarray(msg.target_position, dtype=float) \
-            if len(msg.target_position) == 3 else None
-        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        self._state.write(StateSample(now, stamp_ns * 1e-9, q, qd, x, target, stamp_ns), now)
-        if self.lockstep:
-            self._wake.set()
+            return False
+        self._state.write(StateSample(received, stamp_ns * 1e-9, q, qd, x if x.size else None,
+                                      target if target.size == 3 else None, stamp_ns), received)
+        return True
 
     def _control_step(self) -> None:
         """One step of the loop: newest state -> core -> publish (shared by both time bases)."""
@@ -366,9 +400,8 @@ class ControllerExecutor(Node):
             self.core.submit(EStop(f"internal error in the control step: {err!r}"))
             self._log_once_per_s("loop_error", f"control step failed, e-stop: {err!r}")
         if effort is not None:
-            self._command_msg.data = effort.tolist()
             try:
-                self._command_pub.publish(self._command_msg)
+                self._command_pub.publish(self._command_writer.serialize(effort))
             except RCLError:
                 if self.context.ok():
                     raise
@@ -390,6 +423,7 @@ class ControllerExecutor(Node):
             f"{'granted' if self.realtime_granted else 'not granted (normal priority)'}")
 
         def tick(i: int) -> bool:
+            self._take_state()
             self._control_step()
             if i % 1000 == 0:
                 self._cpu_log.append((time.monotonic(), time.thread_time(), time.process_time()))
@@ -780,6 +814,9 @@ class ControllerExecutor(Node):
             thread.join(timeout=2.0)
             if self.stats_file:
                 Path(self.stats_file).write_text(json.dumps(self.loop_report()))
+        reader = getattr(self, "_state_reader", None)
+        if reader is not None:
+            reader.destroy_node()
         super().destroy_node()
 
 

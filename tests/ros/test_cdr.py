@@ -1,0 +1,62 @@
+"""The loop's serialized-message fast paths agree with rclpy's own (de)serializer."""
+
+import numpy as np
+import pytest
+from mbpl_interfaces.msg import ArmState
+from rclpy.serialization import deserialize_message, serialize_message
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+
+from mbpl_ros.cdr import CdrError, Float64ArrayWriter, header_stamp_ns, read_arm_state
+
+
+def arm_state(rng, frame_id: str, sizes: tuple[int, int, int, int]) -> ArmState:
+    msg = ArmState()
+    msg.header.stamp.sec = int(rng.integers(0, 2**31 - 1))
+    msg.header.stamp.nanosec = int(rng.integers(0, 10**9))
+    msg.header.frame_id = frame_id
+    msg.x, msg.joint_positions, msg.joint_velocities, msg.target_position = (
+        rng.normal(size=n).tolist() for n in sizes)
+    return msg
+
+
+@pytest.mark.parametrize("frame_id", ["", "a", "base_link", "world__xyz"])
+@pytest.mark.parametrize("sizes", [(32, 7, 7, 3), (0, 7, 7, 0), (0, 0, 0, 0), (5, 1, 0, 3)])
+def test_read_arm_state_matches_rclpy(frame_id, sizes):
+    rng = np.random.default_rng(len(frame_id) * 10 + sum(sizes))
+    msg = arm_state(rng, frame_id, sizes)
+    raw = serialize_message(msg)
+    stamp_ns, x, q, qd, target = read_arm_state(raw)
+    back = deserialize_message(raw, ArmState)
+    assert stamp_ns == back.header.stamp.sec * 10**9 + back.header.stamp.nanosec
+    for ours, theirs in ((x, back.x), (q, back.joint_positions),
+                         (qd, back.joint_velocities), (target, back.target_position)):
+        np.testing.assert_array_equal(ours, np.asarray(theirs, dtype=float))
+
+
+def test_read_arm_state_refuses_truncated_and_foreign_encodings():
+    raw = serialize_message(arm_state(np.random.default_rng(0), "base", (32, 7, 7, 3)))
+    for cut in (3, 12, 40, len(raw) - 1):
+        with pytest.raises(CdrError):
+            read_arm_state(raw[:cut])
+    with pytest.raises(CdrError, match="little-endian"):
+        read_arm_state(b"\x00\x00" + raw[2:])  # big-endian CDR
+
+
+def test_header_stamp_of_a_joint_state():
+    msg = JointState()
+    msg.header.stamp.sec, msg.header.stamp.nanosec = 12, 345_678_901
+    msg.name = ["a", "b"]
+    msg.position = [1.0, 2.0]
+    assert header_stamp_ns(serialize_message(msg)) == 12_345_678_901
+
+
+@pytest.mark.parametrize("n", [1, 3, 7])
+def test_float64_array_writer_matches_rclpy(n):
+    values = np.random.default_rng(n).normal(size=n)
+    writer = Float64ArrayWriter(n)
+    raw = writer.serialize(values)
+    assert raw == serialize_message(Float64MultiArray(data=values.tolist()))
+    np.testing.assert_array_equal(deserialize_message(raw, Float64MultiArray).data, values)
+    with pytest.raises(ValueError, match="shape"):
+        writer.serialize(np.zeros(n + 1))
