@@ -71,6 +71,13 @@ class GPSConfig:
     """Gradient steps of the first S-step (the policy starts from scratch); None: as later."""
     sample_on_policy: bool = False
     """MDGPS: sample the global policy (not the local controllers) from iteration 1 on."""
+    marginal_states: int = 20
+    """S-step, state policies: states per condition and step drawn from each new controller's
+    state marginal under the fitted dynamics, labelled with the controller's mean action there.
+    A handful of real samples per condition says little about how the action should change with
+    the state; these draws teach the policy the controllers' feedback around their trajectories
+    (0: real samples only; visuomotor policies always use real samples only: no images exist
+    for drawn states)."""
     init_policy_weight: float = 0.01
     """BADMM: initial nu_t."""
     policy_dual_rate: float = 0.1
@@ -192,6 +199,7 @@ class _GPS:
         self._kept: dict[int, tuple[np.ndarray, Observations]] = {}
         self.linearizations: list[LinearGaussianController] | None = None
         self.dynamics: list[LinearGaussianDynamics] | None = None
+        self._rng = np.random.default_rng(config.policy_opt.seed + 1)
 
     @property
     def controllers(self) -> list[LinearGaussianController]:
@@ -287,6 +295,23 @@ class _GPS:
                                  self.policy_prior, self.config.lqr.dynamics_regularization)
                 for b, o in zip(batches, observations, strict=True)]
 
+    def _sstep_states(self, batches: Sequence[SampleBatch], observations: Sequence[Observations],
+                      controllers: Sequence[LinearGaussianController],
+                      dynamics: Sequence[LinearGaussianDynamics]) -> list[
+                          tuple[np.ndarray, Observations]]:
+        """Per condition, the S-step's states (N + marginal_states, T, dX) and what the policy
+        sees there: the real samples plus draws from the controllers' state marginals."""
+        n = self.config.marginal_states
+        if n == 0 or any(o.images is not None for o in observations):
+            return [(b.X, o) for b, o in zip(batches, observations, strict=True)]
+        drawn = draw_marginal_states(controllers, dynamics, n, self._rng)
+        out = []
+        for b, o, X in zip(batches, observations, drawn, strict=True):
+            obs = self.policy.observation.from_states(X)
+            out.append((np.concatenate([b.X, X]),
+                        Observations(np.concatenate([o.obs, obs]))))
+        return out
+
     def _train_policy(self, parts: list[PolicyTargets]):
         steps = self.config.first_policy_steps if self.optimizer.updates == 0 else None
         return self.optimizer.update(PolicyTargets.concatenate(parts), steps)
@@ -305,6 +330,21 @@ class _GPS:
                                           self.config.lqr.min_step_mult,
                                           self.config.lqr.max_step_mult)
         return predicted, actual
+
+
+def draw_marginal_states(controllers: Sequence[LinearGaussianController],
+                         dynamics: Sequence[LinearGaussianDynamics], n: int,
+                         rng: np.random.Generator) -> list[np.ndarray]:
+    """``n`` draws per step from each controller's Gaussian state marginals p(x_t) under its
+    fitted linear dynamics: (n, T, dX) per condition (steps drawn independently)."""
+    p, d = StackedControllers.of(controllers), StackedDynamics.of(dynamics)
+    mu, sigma = state_marginals(p.K, p.k, p.covar, d.Fm, d.fv, d.covar, d.x0_mean, d.x0_covar)
+    # Symmetric square root: marginals can be singular (the first step is nearly certain).
+    w, V = np.linalg.eigh(0.5 * (sigma + np.swapaxes(sigma, -1, -2)))
+    root = V * np.sqrt(np.clip(w, 0.0, None))[..., None, :]
+    z = rng.standard_normal((len(controllers), n, *mu.shape[1:]))
+    X = mu[:, None] + np.einsum("mtij,mntj->mnti", root, z)
+    return list(X)
 
 
 def policy_kl(controllers: Sequence[LinearGaussianController],
@@ -343,9 +383,9 @@ class MDGPS(_GPS):
             eps = cfg.lqr.kl_step * self._step_mult * self.T
             result = optimize_trajectories(lins, dynamics, quad, eps, self._eta, cfg.lqr.dual)
             traj_done = time.perf_counter()
-            upd = self._train_policy([controller_targets(c, b.X, o) for c, b, o in
-                                      zip(result.controllers, batches, observations,
-                                          strict=True)])
+            data = self._sstep_states(batches, observations, result.controllers, dynamics)
+            upd = self._train_policy([controller_targets(c, X, o) for c, (X, o) in
+                                      zip(result.controllers, data, strict=True)])
             policy_s += time.perf_counter() - traj_done
             after = self._linearize_current(batches, observations)
             pkl = policy_kl(result.controllers, after, dynamics).sum(axis=-1)
@@ -440,11 +480,11 @@ class BADMM(_GPS):
                                            self._eta, cfg.lqr.dual)
             traj_done = time.perf_counter()
             parts = []
-            for m, (c, b, o) in enumerate(zip(result.controllers, batches, observations,
-                                              strict=True)):
-                dual = np.einsum("tux,ntx->ntu", self.lambda_K[m], b.X) + self.lambda_k[m]
+            data = self._sstep_states(batches, observations, result.controllers, dynamics)
+            for m, (c, (X, o)) in enumerate(zip(result.controllers, data, strict=True)):
+                dual = np.einsum("tux,ntx->ntu", self.lambda_K[m], X) + self.lambda_k[m]
                 shift = np.einsum("tij,ntj->nti", c.covar, dual) / self.nu[m][None, :, None]
-                parts.append(controller_targets(c, b.X, o, self.nu[m], shift))
+                parts.append(controller_targets(c, X, o, self.nu[m], shift))
             upd = self._train_policy(parts)
             policy_s += time.perf_counter() - traj_done
             after = self._linearize_current(batches, observations)
