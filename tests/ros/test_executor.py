@@ -217,12 +217,12 @@ def test_malformed_goals_are_rejected_with_the_reason_and_a_valid_one_runs_after
     nan.controller.offset = offsets
     layout = goal_for(arm, 0, 5)
     layout.controller.state_names = ["a"] * len(layout.controller.state_names)
-    policy = goal_for(arm, 0, 5)
-    policy.policy_path = "/tmp/policy.pt"
+    noise = goal_for(arm, 0, 5)
+    noise.policy_noise = [0.0] * 35
     unknown = goal_for(arm, 0, 5)
     unknown.condition = 9
     expected = {"controller.gain: expected": bad, "controller.offset: non-finite": nan,
-                "state layout": layout, "neural policies not supported yet": policy,
+                "state layout": layout, "policy_noise: only for a policy goal": noise,
                 "unknown condition 9": unknown}
     for reason, goal in expected.items():
         count = len(client.statuses)
@@ -302,3 +302,114 @@ def test_executor_refuses_bad_parameters_at_start():
     assert result.returncode != 0
     assert "mode: expected one of ('realtime', 'lockstep'), found 'sometimes'" in \
         result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------------- neural policies
+
+def save_test_policy(arm: Arm, path, joints=None, layout=None, seed: int = 0):
+    """A seeded MLP scaled to N m of torque on the heavy joints (a trivial policy would prove
+    little) and little on the light wrist, which would otherwise reach its joint limits within the
+    trial, where the executor's guard rightly alters the action."""
+    from mbpl_ros.gps.policy import Normalizer, ObservationSpec, make_policy, save_policy
+
+    layout = layout or arm.layout
+    spec = ObservationSpec.full_state(layout, joints or arm.description.joint_names)
+    policy = make_policy(spec, 7, hidden=(32, 32), seed=seed)
+    scale = np.array([10.0, 10.0, 10.0, 10.0, 0.05, 0.05, 0.05])
+    policy.action_norm = Normalizer(np.zeros(7), scale)
+    policy.variance = (0.3 * scale) ** 2
+    return save_policy(policy, path, dt=DT)
+
+
+def policy_goal(path, condition: int, T: int, noise: np.ndarray | None = None,
+                **overrides) -> RunTrial.Goal:
+    goal = RunTrial.Goal()
+    goal.condition = condition
+    goal.horizon = T
+    goal.policy_path = str(path)
+    goal.reset_first = True
+    if noise is not None:
+        goal.policy_noise = noise.ravel().tolist()
+    for name, value in overrides.items():
+        setattr(goal, name, value)
+    return goal
+
+
+def test_policy_trial_runs_the_policys_actions_on_the_recorded_states(ros_node, arm,
+                                                                      lockstep_graph, tmp_path):
+    from mbpl_ros.gps.policy import load_policy
+
+    client = Client(ros_node)
+    path = save_test_policy(arm, tmp_path / "policy.pt")
+    reference = load_policy(path)  # the file itself, read here independently of the executor
+    T = 20
+    # The first policy goal imports torch in the executor: seconds on a busy machine.
+    handle = client.send(policy_goal(path, 1, T), timeout=180)
+    assert handle.accepted, client.statuses[-1].reason if client.statuses else ""
+    wrapped = client.result(handle)
+    result = wrapped.result
+    assert result.success and result.policy_faults == 0, result.message
+    states, actions = rollout_from_msg(result.rollout)
+    assert states.shape == (T + 1, arm.layout.dim) and actions.shape == (T, 7)
+    np.testing.assert_allclose(states[0, arm.layout.joint_positions],
+                               arm.conditions[1].joint_positions, atol=1e-9)
+    np.testing.assert_allclose(actions, reference.mean_actions(states[:T]), rtol=1e-5, atol=1e-5)
+    assert np.abs(actions).max() > 0.5, "a trivial policy proves little"
+    assert np.ptp(actions, axis=0).max() > 0.05, "the actions do not follow the state"
+    assert spin_until(ros_node, lambda: len(client.rollouts) >= 1, 10), "rollout not published"
+    sent = np.array([c for _, c in client.commands[-T:]])
+    np.testing.assert_array_equal(sent, actions)
+
+    # With the trainer's noise, on a held-out condition given by its q0 and target.
+    noise = np.random.default_rng(4).standard_normal((T, 7))
+    q0 = arm.conditions[0].joint_positions + 0.05
+    target = arm.conditions[1].target_position + np.array([0.02, -0.03, 0.01])
+    handle = client.send(policy_goal(path, 7, T, noise, joint_positions=q0.tolist(),
+                                     target_position=target.tolist()))
+    assert handle.accepted
+    result = client.result(handle).result
+    assert result.success, result.message
+    states, actions = rollout_from_msg(result.rollout)
+    np.testing.assert_allclose(states[0, arm.layout.joint_positions], q0, atol=1e-9)
+    expected_x0 = arm.builder.state(q0, np.zeros(7), arm.task.target_points(
+        type(arm.conditions[0])(q0, target)))
+    np.testing.assert_allclose(states[0], expected_x0, atol=1e-9)
+    np.testing.assert_allclose(actions, reference.mean_actions(states[:T])
+                               + np.sqrt(reference.variance) * noise, rtol=1e-5, atol=1e-5)
+    assert lockstep_graph.alive()
+
+
+def test_policy_goals_that_do_not_fit_are_rejected_with_the_reason(ros_node, arm,
+                                                                  lockstep_graph, tmp_path):
+    import torch
+
+    client = Client(ros_node)
+    good = save_test_policy(arm, tmp_path / "good.pt")
+    other_robot = save_test_policy(arm, tmp_path / "robot.pt",
+                                   joints=[f"other{i}" for i in range(7)])
+    other_layout = save_test_policy(arm, tmp_path / "layout.pt",
+                                    layout=StateLayout(7, arm.layout.n_points + 1))
+    nan = save_test_policy(arm, tmp_path / "nan.pt")
+    payload = torch.load(nan, weights_only=True)
+    payload["state_dict"]["body.2.bias"][3] = float("inf")
+    torch.save(payload, nan)
+    expected = {
+        "was trained for joints": policy_goal(other_robot, 0, 5),
+        "observes state entries": policy_goal(other_layout, 0, 5),
+        "non-finite values in ['body.2.bias']": policy_goal(nan, 0, 5),
+        "not found": policy_goal(tmp_path / "missing.pt", 0, 5),
+        "policy_noise: expected 35 finite values": policy_goal(good, 0, 5, np.zeros(30)),
+        "horizon: a policy goal needs": policy_goal(good, 0, 0),
+        "unknown condition 9": policy_goal(good, 9, 5),
+    }
+    for reason, goal in expected.items():
+        count = len(client.statuses)
+        handle = client.send(goal, timeout=180)
+        assert not handle.accepted, reason
+        assert spin_until(ros_node, lambda c=count, r=reason: any(
+            r in s.reason for s in client.statuses[c:]), 10), \
+            f"no status with {reason!r}: {[s.reason for s in client.statuses[-3:]]}"
+    assert lockstep_graph.alive(), "the executor died on a bad policy goal"
+    handle = client.send(policy_goal(good, 0, 5))
+    assert handle.accepted
+    assert client.result(handle).result.success

@@ -1,6 +1,6 @@
 """The controller executor's logic without ROS: modes, safety filter, PD reset law, staleness
-watchdog and trial stepping. ``mbpl_ros.nodes.controller_executor`` wraps it in a node; tests
-drive it directly with a simulated arm and a fake clock."""
+watchdog, trial stepping and neural policies for trials. ``mbpl_ros.nodes.controller_executor``
+wraps it in a node; tests drive it directly with a simulated arm and a fake clock."""
 
 from mbpl_ros.executor.core import (
     CancelTrial,
@@ -29,8 +29,15 @@ from mbpl_ros.executor.pd import (
     ResetOutcome,
     ResetSettings,
 )
+from mbpl_ros.executor.policy import (
+    LoadedPolicy,
+    PolicyActor,
+    PolicyCache,
+    PolicyLoadError,
+    load_trial_policy,
+)
 from mbpl_ros.executor.safety import SafetyFilter, SafetyFlags, SafetyLimits
-from mbpl_ros.executor.trial import TrialResult, TrialRun, TrialSpec
+from mbpl_ros.executor.trial import TrialActor, TrialResult, TrialRun, TrialSpec
 from mbpl_ros.executor.watchdog import Freshness, StalenessWatchdog
 
 __all__ = [
@@ -42,10 +49,14 @@ __all__ = [
     "FinishReset",
     "Freshness",
     "Hold",
+    "LoadedPolicy",
     "MinimumJerkPath",
     "Mode",
     "ModeChanged",
     "PdGains",
+    "PolicyActor",
+    "PolicyCache",
+    "PolicyLoadError",
     "Release",
     "Request",
     "ResetFinished",
@@ -60,9 +71,11 @@ __all__ = [
     "StartReset",
     "StartTrial",
     "StateSample",
+    "TrialActor",
     "TrialFinished",
     "TrialProgress",
     "TrialResult",
     "TrialRun",
     "TrialSpec",
+    "load_trial_policy",
 ]

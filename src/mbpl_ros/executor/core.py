@@ -9,8 +9,8 @@ Modes:
   |qd| are within tolerance (then ``hold`` at q0), or a timeout (then ``hold`` where it is, with
   the reason). In lockstep the simulator teleports instead (``StartReset(external=True)``); the
   loop then only shows the mode until ``FinishReset``.
-* ``trial``  a linear-Gaussian controller stepped by :class:`~mbpl_ros.executor.trial.TrialRun`;
-  ends in ``hold``.
+* ``trial``  a linear-Gaussian controller (or a neural policy) stepped by
+  :class:`~mbpl_ros.executor.trial.TrialRun`; ends in ``hold``.
 * ``hold``   PD to the joint positions seen at the first fresh state after entering hold (or q0
   after a successful reset).
 * ``estop``  zero torque, latched: only ``Release`` leaves it (to ``hold``).
@@ -368,9 +368,11 @@ class ExecutorCore:
                 result = TrialResult(result.spec, result.states, result.actions, result.stamps,
                                      False, result.reason + f"; {self._trial_stale_steps} steps "
                                      "used a state older than the stale-hold limit",
-                                     result.altered_ticks)
+                                     result.altered_ticks, result.policy_faults)
             self._finish_trial(result, Mode.HOLD, f"trial {trial.spec.trial_id} complete")
             return None
+        if new_step and trial.fault is not None:
+            self._emit(SafetyAction("policy_fault", f"trial {trial.spec.trial_id}: {trial.fault}"))
         command = self._filter(action, sample)
         if new_step:
             trial.record_sent(command)

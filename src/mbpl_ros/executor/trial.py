@@ -1,24 +1,38 @@
-"""Stepping a linear-Gaussian controller through one trial and recording it.
+"""Stepping a linear-Gaussian controller (or a neural policy) through one trial and recording it.
 
-A trial of horizon T evaluates u_t = K_t x_t + k_t at each policy step t = 0..T-1 from the state
-x_t at that moment, and holds u_t for ``ticks_per_step`` control ticks (dt of the controller): the
-zero-order hold the dynamics fit assumes. After the last action has been held, x_T is recorded and
-the trial is complete. Real time: one call of :meth:`TrialRun.tick` per 1 kHz tick
-(``ticks_per_step`` = dt / 1 ms). Lockstep: one call per new state (``ticks_per_step`` = 1), since
-the simulator advances one policy step per command.
+A trial of horizon T evaluates u_t = K_t x_t + k_t (a policy: u_t = pi(x_t)) at each policy step
+t = 0..T-1 from the state x_t at that moment, and holds u_t for ``ticks_per_step`` control ticks
+(dt of the controller): the zero-order hold the dynamics fit assumes. After the last action has
+been held, x_T is recorded and the trial is complete. Real time: one call of
+:meth:`TrialRun.tick` per 1 kHz tick (``ticks_per_step`` = dt / 1 ms). Lockstep: one call per
+new state (``ticks_per_step`` = 1), since the simulator advances one policy step per command.
 
 The action recorded for step t is the command actually sent at its first tick (after the safety
 filter), given back through :meth:`TrialRun.record_sent`; ticks whose command then differed from
 it (the joint-limit guard acted mid-step) are counted in ``altered_ticks``.
+
+What runs is any :class:`TrialActor`: a :class:`~mbpl_ros.core.controllers.LinearGaussianController`
+or a :class:`~mbpl_ros.executor.policy.PolicyActor`. An actor that counts ``faults`` (actions it
+replaced by zero torque because of non-finite values) has them counted per trial and reported
+through :attr:`TrialRun.fault`, so the loop can log them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from mbpl_ros.core.controllers import LinearGaussianController
+
+class TrialActor(Protocol):
+    """What a trial runs: T steps of u_t = act(t, x_t) on states of dX entries, dU actions."""
+
+    T: int
+    dX: int
+    dU: int
+
+    def act(self, t: int, x: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -26,7 +40,8 @@ class TrialSpec:
     """What to run.
 
     Attributes:
-        controller: the linear-Gaussian controller (noise already folded into k).
+        controller: the linear-Gaussian controller (noise already folded into k) or another
+            :class:`TrialActor` (a neural policy).
         horizon: policy steps T to run (<= controller.T).
         dt: policy step, s.
         ticks_per_step: control ticks each action is held (1 in lockstep).
@@ -34,7 +49,7 @@ class TrialSpec:
         trial_id: identifier echoed in the rollout.
     """
 
-    controller: LinearGaussianController
+    controller: TrialActor
     horizon: int
     dt: float
     ticks_per_step: int
@@ -63,6 +78,7 @@ class TrialResult:
         aborted: the trial did not run to the end.
         reason: why it was aborted, or a summary.
         altered_ticks: ticks on which the safety filter changed the held action.
+        policy_faults: steps whose action the actor replaced by zero torque (non-finite values).
     """
 
     spec: TrialSpec
@@ -72,6 +88,7 @@ class TrialResult:
     aborted: bool
     reason: str
     altered_ticks: int = 0
+    policy_faults: int = 0
 
 
 class TrialRun:
@@ -88,7 +105,11 @@ class TrialRun:
         self._tick = 0
         self._held: np.ndarray | None = None
         self.altered_ticks = 0
+        self.policy_faults = 0
+        self.fault: str | None = None
+        """Set by the :meth:`tick` whose action the actor replaced by zeros (the reason)."""
         self.done = False
+        self._actor_faults = getattr(c, "faults", 0)
 
     @property
     def step(self) -> int:
@@ -126,7 +147,16 @@ class TrialRun:
         if t == self.spec.horizon:
             self.done = True
             return None, False
-        self._held = self.spec.controller.act(t, x)
+        actor = self.spec.controller
+        self._held = actor.act(t, x)
+        faults = getattr(actor, "faults", 0)
+        if faults != self._actor_faults:
+            self._actor_faults = faults
+            self.policy_faults += 1
+            self.fault = f"step {t}: {getattr(actor, 'last_fault', 'non-finite action')}: " \
+                         "zero torque sent instead"
+        else:
+            self.fault = None
         self._tick += 1
         return self._held, True
 
@@ -149,6 +179,9 @@ class TrialRun:
             if self.altered_ticks:
                 reason += (f"; the joint-limit guard altered the held action on "
                            f"{self.altered_ticks} ticks")
+            if self.policy_faults:
+                reason += (f"; {self.policy_faults} policy steps gave non-finite values "
+                           "(zero torque sent instead)")
         return TrialResult(self.spec, self._states[:n].copy(),
                            self._actions[:self._n_actions].copy(), stamps, aborted, reason,
-                           self.altered_ticks)
+                           self.altered_ticks, self.policy_faults)

@@ -1,5 +1,6 @@
-"""controller_executor: runs the arm's control loop, trials of linear-Gaussian controllers, resets,
-hold and e-stop (the logic is :mod:`mbpl_ros.executor`; this node only wires it to ROS).
+"""controller_executor: runs the arm's control loop, trials of linear-Gaussian controllers or
+neural policies, resets, hold and e-stop (the logic is :mod:`mbpl_ros.executor`; this node only
+wires it to ROS).
 
 Topics (relative, so a namespace gives one executor per arm):
   in   state                        mbpl_interfaces/ArmState (from the state_estimator)
@@ -18,6 +19,18 @@ read results the loop queued; the slow work (validating controllers, building ro
 service calls to the bridge, waiting for the estimator to show the target) runs as coroutines on
 the ROS executor thread, never in the loop.
 
+Neural policies (a RunTrial goal with ``policy_path``): the file is read and checked for this
+robot and state layout while the goal is validated, in a worker thread (the first one imports
+torch, seconds), so that the ROS thread keeps serving e-stop and status meanwhile; the goal is
+refused with the reason if the file does not fit. Loaded files are cached (by path, mtime, size).
+In the trial the loop evaluates the policy once per policy step, at the step boundary, and holds
+the action for dt like a controller's; a state-based MLP runs as numpy from copied weights (tens of
+µs), see :mod:`mbpl_ros.executor.policy`. Exploration noise comes with the goal (drawn by the
+trainer), so the trial is deterministic and exactly recorded. Importing torch holds the Python
+interpreter for stretches of up to hundreds of ms on a busy 2-core machine, which stalls a
+real-time loop running in the same process: set ``preload_torch`` to import it at start-up, before
+the loop runs.
+
 lockstep vs real time: see :mod:`mbpl_ros.executor.core`. In lockstep a reset calls the bridge's
 reset service (the simulator teleports) instead of running the PD reset, and the staleness
 watchdog only measures how long a sent command has gone unanswered (lockstep_timeout_s).
@@ -31,6 +44,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +78,9 @@ from mbpl_ros.executor import (
     Mode,
     ModeChanged,
     PdGains,
+    PolicyActor,
+    PolicyCache,
+    PolicyLoadError,
     Release,
     ResetFinished,
     ResetSettings,
@@ -89,6 +106,8 @@ from mbpl_sim.tasks import TASK_NAMES, Condition, make_conditions, make_task, ta
 TIME_BASES = ("realtime", "lockstep")
 INITIAL_MODES = ("idle", "hold")
 RCLError = rclpy_implementation.RCLError
+MAX_POLICY_HORIZON = 1_000_000
+"""Largest horizon of a policy goal (its record is preallocated: (T + 1) x dX floats)."""
 BRIDGE_ATTEMPT_S = 2.0
 """Lockstep: wait this long for one reset request to the bridge before sending it again, s."""
 EVENT_POLL_S = 0.02
@@ -106,10 +125,12 @@ class TrialPlan:
 
     condition_index: int
     condition: Condition
-    controller: LinearGaussianController
+    controller: LinearGaussianController | PolicyActor
     horizon: int
     dt: float
     ticks_per_step: int
+    request: ResetToCondition.Request
+    """The reset to this condition (the goal's q0/target overrides included)."""
 
 
 class ControllerExecutor(Node):
@@ -137,6 +158,18 @@ class ControllerExecutor(Node):
         self.ros_thread_priority: int = 0 if self.lockstep else p["ros_thread_priority"]
         self.ros_executor: str = p["ros_executor"]
         self.stats_file: str = p["stats_file"]
+        self.policy_load_timeout_s: float = p["policy_load_timeout_s"]
+        self._policies = PolicyCache(self.arm.joint_names, self.state_names,
+                                     threads=p["policy_threads"])
+        # One worker: policy files load one at a time, off the ROS thread.
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy_loader")
+        self.policy_faults = 0
+        if p["preload_torch"]:
+            started = time.perf_counter()
+            import torch  # noqa: F401 - before the loop starts: see the module docstring
+
+            self.get_logger().info(f"torch imported in {time.perf_counter() - started:.1f} s "
+                                   "(preload_torch)")
 
         gains, gains_at, limit_damping = self._gains(p, task_kinematics(self.task, self.arm))
         reset = ResetSettings(p["reset_position_tolerance"], p["reset_velocity_tolerance"],
@@ -271,6 +304,13 @@ class ControllerExecutor(Node):
                                     "this many seconds (a short window keeps the status "
                                     "percentile cheap for the ROS thread)"),
             "stats_file": ("", "write loop statistics here (JSON) at shutdown; empty: none"),
+            "policy_load_timeout_s": (120.0, "refuse a policy goal whose file is not loaded "
+                                             "within this long (the first one imports torch), s"),
+            "policy_threads": (1, "torch threads for loading policies (and evaluating networks "
+                                  "numpy cannot); 0: torch's default"),
+            "preload_torch": (False, "import torch at start-up, before the control loop runs, "
+                                     "instead of at the first policy goal (the import stalls a "
+                                     "running real-time loop)"),
         }
         values = declare_parameters(self, specs)
         for name, description in (("pd_kp", "fixed reset/hold stiffness per joint, N m/rad"),
@@ -302,8 +342,9 @@ class ControllerExecutor(Node):
             raise FileNotFoundError(f"urdf: no such file {v['urdf']!r}")
         if v["conditions"] < 1:
             raise ValueError(f"conditions: expected >= 1, found {v['conditions']}")
-        positive = ("loop_rate_hz", "pd_frequency_hz", "stale_hold_ms", "stale_stop_ms",
-                    "lockstep_timeout_s", "bridge_timeout_s", "target_wait_s", "status_rate_hz",
+        positive = ("loop_rate_hz", "pd_frequency_hz", "policy_load_timeout_s",
+                    "stale_hold_ms", "stale_stop_ms", "lockstep_timeout_s", "bridge_timeout_s",
+                    "target_wait_s", "status_rate_hz",
                     "stats_window_s", "reset_position_tolerance", "reset_velocity_tolerance",
                     "reset_timeout_s", "reset_max_velocity")
         for name in positive:
@@ -317,6 +358,8 @@ class ControllerExecutor(Node):
         if v["joint_limit_margin"] < 0 or v["pd_damping_ratio"] < 0:
             raise ValueError("joint_limit_margin and pd_damping_ratio: expected >= 0, found "
                              f"{v['joint_limit_margin']} and {v['pd_damping_ratio']}")
+        if v["policy_threads"] < 0:
+            raise ValueError(f"policy_threads: expected >= 0, found {v['policy_threads']}")
         for name in ("realtime_priority", "ros_thread_priority"):
             if not 0 <= v[name] <= 99:
                 raise ValueError(f"{name}: expected 0..99, found {v[name]}")
@@ -522,10 +565,16 @@ class ControllerExecutor(Node):
     def _condition(self, request: ResetToCondition.Request) -> Condition:
         """The table's condition, with the request's joint positions/target if given."""
         index = request.condition
-        if index >= len(self.conditions):
+        overridden = len(request.joint_positions) and len(request.target_position)
+        if index >= len(self.conditions) and not overridden:
             raise GoalError(f"unknown condition {index}: the table has {len(self.conditions)} "
                             f"(0..{len(self.conditions) - 1})")
-        base = self.conditions[index]
+        if len(request.target_position) and (
+                len(request.target_position) != 3
+                or not np.all(np.isfinite(request.target_position))):
+            raise GoalError(f"target position: expected 3 finite coordinates, found "
+                            f"{list(request.target_position)}")
+        base = self.conditions[min(index, len(self.conditions) - 1)]
         q = np.asarray(request.joint_positions, dtype=float) if len(request.joint_positions) \
             else base.joint_positions
         target = np.asarray(request.target_position, dtype=float) \
@@ -666,12 +715,17 @@ class ControllerExecutor(Node):
     # ------------------------------------------------------------------------ trial action
 
     def _plan(self, goal: RunTrial.Goal) -> TrialPlan:
-        """Validate a goal; raises GoalError with the reason."""
-        if goal.policy_path:
-            raise GoalError(f"neural policies not supported yet (policy_path "
-                            f"{goal.policy_path!r}): send a LinearGaussianController")
-        request = ResetToCondition.Request(condition=goal.condition)
+        """Validate a goal (a policy goal's file must be loaded already: :meth:`_load_policy`);
+        raises GoalError with the reason."""
+        request = ResetToCondition.Request(condition=goal.condition,
+                                           joint_positions=goal.joint_positions,
+                                           target_position=goal.target_position)
         condition = self._condition(request)
+        if goal.policy_path:
+            return self._policy_plan(goal, request, condition)
+        if len(goal.policy_noise):
+            raise GoalError("policy_noise: only for a policy goal (policy_path); a controller "
+                            "carries its noise folded into k")
         try:
             controller = controller_from_msg(goal.controller, self.state_names)
         except MessageError as err:
@@ -687,19 +741,82 @@ class ControllerExecutor(Node):
         if self.dt > 0 and abs(dt - self.dt) > 1e-9:
             raise GoalError(f"controller dt: expected {self.dt} s (this executor's dt), found "
                             f"{dt} s")
-        ticks = 1
-        if not self.lockstep:
-            ticks = round(dt / self.period_s)
-            if ticks < 1 or abs(ticks * self.period_s - dt) > 1e-9 + 1e-6 * dt:
-                raise GoalError(f"controller dt {dt} s: expected a multiple of the "
-                                f"{self.period_s * 1e3:g} ms loop period")
-        return TrialPlan(goal.condition, condition, controller, horizon, dt, ticks)
+        return TrialPlan(goal.condition, condition, controller, horizon, dt,
+                         self._ticks_per_step(dt, "controller"), request)
 
-    def _on_goal(self, goal: RunTrial.Goal) -> GoalResponse:
+    def _ticks_per_step(self, dt: float, what: str) -> int:
+        if self.lockstep:
+            return 1
+        ticks = round(dt / self.period_s)
+        if ticks < 1 or abs(ticks * self.period_s - dt) > 1e-9 + 1e-6 * dt:
+            raise GoalError(f"{what} dt {dt} s: expected a multiple of the "
+                            f"{self.period_s * 1e3:g} ms loop period")
+        return ticks
+
+    def _policy_plan(self, goal: RunTrial.Goal, request: ResetToCondition.Request,
+                     condition: Condition) -> TrialPlan:
+        path = goal.policy_path
+        try:
+            loaded = self._policies.get(path)
+        except PolicyLoadError as err:
+            raise GoalError(str(err)) from err
+        if loaded is None:
+            raise GoalError(f"policy file {path}: not loaded (it changed since the goal was "
+                            "validated?)")
+        horizon = int(goal.horizon)
+        if not 1 <= horizon <= MAX_POLICY_HORIZON:
+            raise GoalError(f"horizon: a policy goal needs 1..{MAX_POLICY_HORIZON} steps, found "
+                            f"{horizon}")
+        dt = float(goal.controller.dt) or loaded.dt or self.dt
+        if not dt > 0 or not np.isfinite(dt):
+            raise GoalError(f"policy dt: expected > 0 s (controller.dt, the file's dt or the "
+                            f"executor's), found {dt}")
+        if self.dt > 0 and abs(dt - self.dt) > 1e-9:
+            raise GoalError(f"policy dt: expected {self.dt} s (this executor's dt), found {dt} s")
+        noise = None
+        if len(goal.policy_noise):
+            noise = np.asarray(goal.policy_noise, dtype=float)
+            if noise.size != horizon * loaded.dU or not np.all(np.isfinite(noise)):
+                raise GoalError(f"policy_noise: expected {horizon * loaded.dU} finite values "
+                                f"(horizon x du), found {noise.size}"
+                                + ("" if np.all(np.isfinite(noise)) else " with NaN/inf"))
+            noise = noise.reshape(horizon, loaded.dU)
+        actor = PolicyActor(loaded, horizon, noise)
+        return TrialPlan(goal.condition, condition, actor, horizon, dt,
+                         self._ticks_per_step(dt, "policy"), request)
+
+    async def _load_policy(self, path: str) -> None:
+        """Load ``path`` into the cache off the ROS thread; raises GoalError."""
+        try:
+            if self._policies.get(path) is not None:
+                return
+        except PolicyLoadError as err:
+            raise GoalError(str(err)) from err
+        started = time.monotonic()
+        future = self._loader.submit(self._policies.load, path)
+        if not await self._wait_until(future.done, self.policy_load_timeout_s, 0.02):
+            raise GoalError(f"policy file {path}: not loaded within "
+                            f"{self.policy_load_timeout_s:g} s")
+        try:
+            loaded = future.result()
+        except PolicyLoadError as err:
+            raise GoalError(str(err)) from err
+        except Exception as err:  # noqa: BLE001 - any failure to read the file refuses the goal
+            raise GoalError(f"policy file {path}: {type(err).__name__}: {err}") from err
+        self.get_logger().info(f"policy loaded in {time.monotonic() - started:.2f} s: "
+                               f"{loaded.description}")
+
+    async def _on_goal(self, goal: RunTrial.Goal) -> GoalResponse:
         try:
             refusal = self._refusal()
             if refusal is not None:
                 raise GoalError(refusal)
+            if goal.policy_path:
+                self._trial_busy = True  # no second goal while this one's file loads
+                try:
+                    await self._load_policy(goal.policy_path)
+                finally:
+                    self._trial_busy = False
             plan = self._plan(goal)
         except GoalError as err:
             self.last_rejection = str(err)
@@ -750,8 +867,7 @@ class ControllerExecutor(Node):
 
         target = plan.condition.target_position
         if goal.reset_first:
-            request = ResetToCondition.Request(condition=plan.condition_index)
-            ok, reason = await self._reset(request, plan.condition)
+            ok, reason = await self._reset(plan.request, plan.condition)
             if not ok:
                 return failed(reason)
         else:
@@ -775,7 +891,12 @@ class ControllerExecutor(Node):
         rollout.header.stamp = self.get_clock().now().to_msg()
         self._rollout_pub.publish(rollout)
         out = RunTrial.Result(success=not result.aborted, message=result.reason,
-                              rollout=rollout)
+                              rollout=rollout, policy_faults=result.policy_faults)
+        if result.policy_faults:
+            self.policy_faults += result.policy_faults
+            self.get_logger().warning(
+                f"trial {spec.trial_id[:8]}: {result.policy_faults} policy steps gave non-finite "
+                f"values, zero torque sent instead ({self.policy_faults} since start)")
         if result.aborted and goal_handle.is_cancel_requested:
             goal_handle.canceled()
         elif result.aborted:
@@ -814,6 +935,9 @@ class ControllerExecutor(Node):
             thread.join(timeout=2.0)
             if self.stats_file:
                 Path(self.stats_file).write_text(json.dumps(self.loop_report()))
+        loader = getattr(self, "_loader", None)
+        if loader is not None:
+            loader.shutdown(wait=False, cancel_futures=True)
         reader = getattr(self, "_state_reader", None)
         if reader is not None:
             reader.destroy_node()
