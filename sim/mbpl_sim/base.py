@@ -43,6 +43,10 @@ class SimConfig:
             :data:`DEFAULT_CAMERA_EYE` looking at :data:`DEFAULT_CAMERA_LOOK_AT` is used.
         camera_fovy_deg: vertical field of view, degrees.
         camera_near, camera_far: clipping distances, m.
+        camera_supersample: render k times wider and higher and average k x k blocks. Small
+            images need it: the reach target (2 cm sphere) covers about one pixel of a 32x32
+            image and PyBullet's TinyRenderer, which has no anti-aliasing, drops it or not
+            depending on where it falls; averaged, it is a faint blob that moves smoothly.
         table: add a table top (a plane at z = 0) that the arm and the task objects rest on.
     """
 
@@ -52,6 +56,7 @@ class SimConfig:
     camera_fovy_deg: float = 55.0
     camera_near: float = 0.05
     camera_far: float = 5.0
+    camera_supersample: int = 1
     table: bool = True
 
     def __post_init__(self) -> None:
@@ -62,6 +67,10 @@ class SimConfig:
         if not 0 < self.camera_near < self.camera_far:
             raise ValueError("camera clipping: expected 0 < near < far, found "
                              f"{self.camera_near}, {self.camera_far}")
+        if int(self.camera_supersample) != self.camera_supersample or \
+                not 1 <= self.camera_supersample <= 8:
+            raise ValueError(f"camera_supersample: expected an integer in [1, 8], found "
+                             f"{self.camera_supersample}")
 
 
 @dataclass(frozen=True)
@@ -187,16 +196,23 @@ class ArmSim(ABC):
         return position + self.task.ee_points_local @ rotation.T
 
     def render(self, width: int = 64, height: int = 64) -> np.ndarray:
-        """An RGB image (height, width, 3) uint8 from the camera frame.
+        """An RGB image (height, width, 3) uint8 from the camera frame (rendered
+        ``camera_supersample`` times larger and block-averaged down when that is > 1).
 
         Raises:
-            ValueError: width or height not a positive integer up to 1024.
+            ValueError: width or height not a positive integer up to 1024 / camera_supersample.
         """
         self._check_open()
+        k = int(self.config.camera_supersample)
         for name, value in (("width", width), ("height", height)):
-            if int(value) != value or not 1 <= value <= 1024:
-                raise ValueError(f"{name}: expected an integer in [1, 1024], found {value}")
-        image = self._render(int(width), int(height))
+            if int(value) != value or not 1 <= value * k <= 1024:
+                raise ValueError(f"{name}: expected an integer in [1, {1024 // k}], found "
+                                 f"{value}")
+        width, height = int(width), int(height)
+        image = self._render(width * k, height * k)
+        if k > 1:
+            blocks = image.reshape(height, k, width, k, 3).astype(np.uint16).sum(axis=(1, 3))
+            image = ((blocks + k * k // 2) // (k * k)).astype(np.uint8)
         if image.shape != (height, width, 3) or image.dtype != np.uint8:
             raise SimError(f"renderer returned {image.shape} {image.dtype}, expected "
                            f"({height}, {width}, 3) uint8")

@@ -9,8 +9,17 @@ Visuomotor network (Levine, Finn et al. 2016)::
       -> conv 5x5 stride 2 -> ReLU -> conv 3x3 -> ReLU -> conv 3x3      (B, C, H/2, W/2)
       -> spatial softmax: one distribution over pixels per channel      (B, C, H/2 * W/2)
       -> expected image coordinates of each channel, in [-1, 1]         (B, 2C) feature points
-      concatenated with the normalised joint state [q, qd]              (B, 2C + 2n)
+      -> standardised with the points' statistics over the pretraining images
+      [-> pose layer: linear, (B, pose_dim) positions (target, ee) in normalised units]
+      concatenated with the normalised joint state [q, qd]              (B, 2C [+ pose_dim] + 2n)
       -> fully connected -> ReLU -> fully connected -> ReLU -> linear   (B, dU)
+
+The optional pose layer is the linear read-out that vision pretraining (:mod:`.vision`) trains to
+regress the target and end-effector positions from the feature points; kept in the network it
+hands the fully connected layers a 3-D estimate of where the target is. With few training
+targets (a handful of GPS conditions) that estimate is what lets the policy interpolate to new
+targets: the 2C feature points also vary along directions (arm links, lighting of the arm) the
+few conditions never spread out, and the head's response to those is unconstrained.
 """
 
 from __future__ import annotations
@@ -95,17 +104,30 @@ class VisuomotorSpec:
     obs_dim: int
     """Joint-state inputs (2 n: q then qd)."""
     action_dim: int
-    image_size: tuple[int, int] = (64, 64)
+    image_size: tuple[int, int] = (32, 32)
     """(height, width) of the camera image."""
     channels: int = 16
     """Channels of every conv layer; feature points = 2 * channels."""
     hidden: tuple[int, ...] = (64, 64)
+    pose_dim: int = 0
+    """Outputs of the pose layer (0: none); see the module docstring."""
+    head_points: bool = True
+    """Whether the fully connected head reads the feature points (it always reads the pose
+    estimate when there is one)."""
+
+    def __post_init__(self) -> None:
+        if self.pose_dim < 0 or (self.pose_dim == 0 and not self.head_points):
+            raise ValueError(f"VisuomotorSpec: expected pose_dim >= 0 and the head to read "
+                             f"points or a pose, found pose_dim={self.pose_dim}, "
+                             f"head_points={self.head_points}")
 
 
 class VisionLayers(nn.Module):
-    """The conv layers and spatial softmax: image (B, 3, H, W) uint8/float -> (B, 2C) points."""
+    """The conv layers and spatial softmax: image (B, 3, H, W) uint8/float -> (B, 2C) points,
+    standardised by :attr:`point_mean` / :attr:`point_scale` (identity until
+    :meth:`standardize_points`), plus the optional pose layer (:meth:`pose`)."""
 
-    def __init__(self, image_size: tuple[int, int], channels: int) -> None:
+    def __init__(self, image_size: tuple[int, int], channels: int, pose_dim: int = 0) -> None:
         super().__init__()
         H, W = image_size
         c = channels
@@ -115,10 +137,52 @@ class VisionLayers(nn.Module):
             nn.Conv2d(c, c, 3, padding=1),
         )
         self.softmax = SpatialSoftmax((H + 1) // 2, (W + 1) // 2)
+        self.register_buffer("point_mean", torch.zeros(2 * c))
+        self.register_buffer("point_scale", torch.ones(2 * c))
+        self.pose_layer = nn.Linear(2 * c, pose_dim) if pose_dim > 0 else None
+
+    @property
+    def n_points(self) -> int:
+        """Entries of the feature-point vector (2 C)."""
+        return self.point_mean.shape[0]
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = image.float() / 255.0 - 0.5 if image.dtype == torch.uint8 else image
-        return self.softmax(self.convs(x))
+        return (self.softmax(self.convs(x)) - self.point_mean) / self.point_scale
+
+    def pose(self, points: torch.Tensor) -> torch.Tensor:
+        """The pose layer's output for (standardised) feature points."""
+        if self.pose_layer is None:
+            raise ValueError("VisionLayers.pose: this network has no pose layer (pose_dim 0)")
+        return self.pose_layer(points)
+
+    @torch.no_grad()
+    def standardize_points(self, images: torch.Tensor, batch: int = 256,
+                           floor: float = 1e-3) -> None:
+        """Set the point statistics from ``images`` (B, 3, H, W) without changing what the pose
+        layer computes (its weights absorb the new affine map). The spatial softmax's points
+        of a small object move over a few hundredths of the image; standardised, the fully
+        connected layers see them on the same scale as the normalised joint state."""
+        points = torch.cat([self(images[s:s + batch]) for s in range(0, images.shape[0], batch)])
+        raw = points * self.point_scale + self.point_mean
+        mean, scale = raw.mean(dim=0), raw.std(dim=0).clamp_min(floor)
+        if self.pose_layer is not None:
+            # pose = A z_old + b with z_old = (raw - m_old) / s_old; rewrite for z_new.
+            A, b = self.pose_layer.weight, self.pose_layer.bias
+            A_raw = A / self.point_scale
+            b.copy_(b - A_raw @ self.point_mean + A_raw @ mean)
+            A.copy_(A_raw * scale)
+        self.point_mean.copy_(mean)
+        self.point_scale.copy_(scale)
+
+    def freeze(self) -> None:
+        """Stop training these layers (the policy optimiser then skips them and no gradient
+        is propagated through the convolutions)."""
+        self.requires_grad_(False)
+
+    @property
+    def frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.parameters())
 
 
 class VisuomotorNet(nn.Module):
@@ -127,9 +191,9 @@ class VisuomotorNet(nn.Module):
     def __init__(self, spec: VisuomotorSpec) -> None:
         super().__init__()
         self.spec = spec
-        self.vision = VisionLayers(spec.image_size, spec.channels)
+        self.vision = VisionLayers(spec.image_size, spec.channels, spec.pose_dim)
         layers: list[nn.Module] = []
-        width = 2 * spec.channels + spec.obs_dim
+        width = (2 * spec.channels if spec.head_points else 0) + spec.pose_dim + spec.obs_dim
         for h in spec.hidden:
             layers += [nn.Linear(width, h), nn.ReLU()]
             width = h
@@ -139,7 +203,11 @@ class VisuomotorNet(nn.Module):
     def forward(self, obs: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
         if image is None:
             raise ValueError("VisuomotorNet: expected a camera image, found None")
-        return self.head(torch.cat([self.vision(image), obs], dim=-1))
+        points = self.vision(image)
+        parts = [points] if self.spec.head_points else []
+        if self.spec.pose_dim:
+            parts.append(self.vision.pose(points))
+        return self.head(torch.cat([*parts, obs], dim=-1))
 
     def spec_dict(self) -> dict:
         return {"kind": "visuomotor", **asdict(self.spec)}

@@ -38,6 +38,7 @@ from mbpl_ros.core.controllers import LinearGaussianController, smoothed_noise
 from mbpl_ros.core.costs import Cost
 from mbpl_ros.core.samples import SampleBatch
 from mbpl_ros.gps.algorithm import BADMM, MDGPS, GPSConfig, Observations
+from mbpl_ros.gps.networks import VisuomotorNet, VisuomotorSpec
 from mbpl_ros.gps.policy import GaussianPolicy, ObservationSpec, make_policy, save_policy
 from mbpl_ros.gps.policy_opt import PolicyOptConfig
 from mbpl_ros.gps.vision import pretrain_vision
@@ -74,15 +75,34 @@ class GPSSettings:
     """Hidden layer widths of the fully connected part."""
     channels: int = 16
     """Conv channels of the visuomotor network."""
-    image_size: tuple[int, int] = (64, 64)
+    image_size: tuple[int, int] = (32, 32)
+    """Visuomotor: camera image (height, width). 32x32 trains 4x faster than 64x64 per image
+    and, with ``camera_supersample`` and ``camera_fovy_deg`` below, still shows the 2 cm
+    target as a blob of a few pixels."""
+    camera_fovy_deg: float = 35.0
+    """Visuomotor: the camera's vertical field of view (the simulators' default is 55 deg,
+    where a third of the image is sky and the target spans about a pixel at 32x32)."""
+    camera_supersample: int = 2
+    """Visuomotor: images rendered this many times larger and block-averaged (anti-aliasing;
+    PyBullet's renderer has none and loses the target at 32x32 otherwise)."""
+    head_points: bool = False
+    """Visuomotor: the fully connected head also reads the 2C feature points, not only the
+    pretrained pose layer's estimate of the target and ee positions (see
+    :mod:`mbpl_ros.gps.networks`)."""
+    train_vision: bool = False
+    """Visuomotor: keep training the conv layers in every S-step (end to end). Off: the
+    pretrained vision layers are frozen and the S-steps train the fully connected head only,
+    which costs a forward pass of the convolutions per image instead of forward and backward
+    (3x less) and keeps the target estimate from drifting towards the few training targets."""
     policy_steps: int = 300
     """Gradient steps per S-step."""
     first_policy_steps: int = 1000
     """Gradient steps of the first S-step."""
     batch_size: int = 128
-    pretrain_images: int = 1000
-    """Visuomotor: images of random poses/targets for pretraining the vision layers."""
-    pretrain_steps: int = 1500
+    pretrain_images: int = 2000
+    """Visuomotor: images of random poses/targets for pretraining the vision layers (10 %
+    held out to report the target error)."""
+    pretrain_steps: int = 4000
     threads: int | None = 1
     """torch threads (None: leave torch's setting). One by default: with small networks and
     batches two threads on two busy cores ran 20x slower than one (measured)."""
@@ -163,22 +183,42 @@ def test_condition_table(config: TrainConfig, settings: GPSSettings, sim) -> lis
 def collect_pretraining_images(sim: ArmSim, config: TrainConfig, n: int,
                                rng: np.random.Generator, image_size: tuple[int, int],
                                joint_spread: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
-    """Images (n, H, W, 3) of random poses (ready pose +- ``joint_spread`` rad) and random
-    targets of the task, with the target positions (n, 3) to regress."""
+    """Images (n, H, W, 3) of random arm poses and random targets of the task, with what to
+    regress (n, 6): the target position and the first ee point, world frame, m.
+
+    Half the poses are the initial pose of a random condition +- ``joint_spread`` rad per joint;
+    the other half lie on the way from it to the condition's goal pose (IK), a random fraction
+    in [0, 1.1] of the way plus 0.1 rad noise, where a reach passes and where the arm may hide
+    part of the target. Conditions whose goal has no IK solution use random poses only.
+    """
     from dataclasses import replace
 
-    pool = condition_table(replace(config, conditions=max(1, n // 20)), sim, rng)
-    images = np.empty((n, *image_size, 3), dtype=np.uint8)
-    targets = np.empty((n, 3))
+    from mbpl_sim.errors import TaskError
+    from mbpl_sim.tasks import goal_configuration
+
+    pool = condition_table(replace(config, conditions=max(1, n // 10)), sim, rng)
     arm = sim.description
+    goals = []
+    for c in pool:
+        try:
+            goals.append(goal_configuration(sim.task, arm, c))
+        except TaskError:
+            goals.append(None)
+    images = np.empty((n, *image_size, 3), dtype=np.uint8)
+    targets = np.empty((n, 6))
     for i in range(n):
-        c = pool[i % len(pool)]
+        c, goal = pool[i % len(pool)], goals[i % len(pool)]
         sim.reset(c)
-        q = np.clip(c.joint_positions + rng.uniform(-joint_spread, joint_spread, arm.n_joints),
-                    arm.lower, arm.upper)
+        q0 = c.joint_positions
+        if i % 2 or goal is None:
+            q = q0 + rng.uniform(-joint_spread, joint_spread, arm.n_joints)
+        else:
+            q = q0 + rng.uniform(0.0, 1.1) * (goal - q0) + rng.normal(0.0, 0.1, arm.n_joints)
+        q = np.clip(q, arm.lower, arm.upper)
         sim.set_state(q, np.zeros_like(q))
         images[i] = sim.render(image_size[1], image_size[0])
-        targets[i] = c.target_position
+        targets[i, :3] = c.target_position
+        targets[i, 3:] = sim.ee_points_world()[0]
     return images, targets
 
 
@@ -204,7 +244,10 @@ def train(config: TrainConfig, settings: GPSSettings | None = None) -> dict:
         torch.set_num_threads(settings.threads)
     config.out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(config.seed)
-    sim = make_sim(config.backend, config.urdf, config.ee_link, task=config.task)
+    camera = {} if settings.policy != "visuomotor" else {
+        "camera_fovy_deg": settings.camera_fovy_deg,
+        "camera_supersample": settings.camera_supersample}
+    sim = make_sim(config.backend, config.urdf, config.ee_link, task=config.task, **camera)
     try:
         problem = make_problem(config, rng, sim)
         conditions, builder, cost = problem.conditions, problem.builder, problem.cost
@@ -217,18 +260,27 @@ def train(config: TrainConfig, settings: GPSSettings | None = None) -> dict:
             spec = ObservationSpec.full_state(layout, joints)
         policy = make_policy(spec, layout.action_dim, settings.hidden, settings.channels,
                              seed=config.seed)
+        if settings.policy == "visuomotor":
+            policy.network = _visuomotor_network(spec, layout.action_dim, settings, config.seed)
         summary = new_summary(config, sim.description, gps=_settings_dict(settings))
         start = time.perf_counter()
         if settings.policy == "visuomotor":
             images, targets = collect_pretraining_images(
                 sim, config, settings.pretrain_images, np.random.default_rng(config.seed + 2000),
                 settings.image_size)
+            collect_s = time.perf_counter() - start
             pre = pretrain_vision(policy.network.vision, images, targets,
-                                  steps=settings.pretrain_steps, seed=config.seed)
-            summary["vision_pretraining"] = {"images": len(images), "rmse_m": pre.rmse,
-                                             "seconds": pre.seconds}
+                                  steps=settings.pretrain_steps, seed=config.seed, holdout=0.1)
+            if not settings.train_vision:
+                policy.network.vision.freeze()
+            summary["vision_pretraining"] = {
+                "images": len(images), "rmse_m": pre.rmse, "holdout_rmse_m": pre.holdout_rmse,
+                "ee_holdout_rmse_m": pre.rmse_per_point[1], "seconds": pre.seconds,
+                "collect_s": collect_s, "frozen": not settings.train_vision}
             _log(config, f"vision pretraining: target position RMSE {pre.rmse * 100:.1f} cm "
-                         f"on {len(images)} images, {pre.seconds:.0f} s")
+                         f"(held-out {pre.holdout_rmse * 100:.1f} cm, ee "
+                         f"{pre.rmse_per_point[1] * 100:.1f} cm) on {len(images)} images, "
+                         f"{collect_s:.0f} s rendering + {pre.seconds:.0f} s training")
         gps_config = GPSConfig(
             lqr=config.lqr,
             policy_opt=PolicyOptConfig(steps=settings.policy_steps,
@@ -297,6 +349,17 @@ def train(config: TrainConfig, settings: GPSSettings | None = None) -> dict:
     finally:
         sim.close()
         torch.set_num_threads(old_threads)
+
+
+def _visuomotor_network(spec: ObservationSpec, dU: int, settings: GPSSettings,
+                        seed: int) -> VisuomotorNet:
+    """The visuomotor network with a pose layer for the 6 positions that pretraining regresses
+    (:func:`collect_pretraining_images`), seeded like :func:`make_policy`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return VisuomotorNet(VisuomotorSpec(
+            spec.dim, dU, spec.image_size, settings.channels, tuple(settings.hidden),
+            pose_dim=6, head_points=settings.head_points))
 
 
 def _rate(evals: list[Evaluation]) -> float | None:

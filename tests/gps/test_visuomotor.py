@@ -1,0 +1,111 @@
+"""Visuomotor network pieces: pose layer and point standardisation, frozen vision in the S-step,
+vision pretraining on a synthetic scene, supersampled camera images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mbpl_ros.core.state import StateLayout
+from mbpl_ros.gps.networks import VisionLayers, VisuomotorNet, VisuomotorSpec
+from mbpl_ros.gps.policy import GaussianPolicy, Normalizer, ObservationSpec, to_image_tensor
+from mbpl_ros.gps.policy_opt import PolicyOptConfig, PolicyOptimizer, PolicyTargets
+from mbpl_ros.gps.vision import pretrain_vision
+
+
+def _square_images(rng: np.random.Generator, n: int, size: int = 16) -> tuple[np.ndarray,
+                                                                               np.ndarray]:
+    """Grey images with one 2x2 red square at a random place; its centre in pixels (n, 2)."""
+    images = np.full((n, size, size, 3), 120, dtype=np.uint8)
+    centre = np.empty((n, 2))
+    for i in range(n):
+        r, c = rng.integers(0, size - 1, 2)
+        images[i, r:r + 2, c:c + 2] = (230, 25, 25)
+        centre[i] = (c + 1.0, r + 1.0)
+    return images, centre
+
+
+def test_standardize_points_keeps_the_pose_layer_output():
+    torch.manual_seed(0)
+    vision = VisionLayers((16, 16), 4, pose_dim=3)
+    images = to_image_tensor(_square_images(np.random.default_rng(0), 64)[0])
+    with torch.no_grad():
+        before = vision.pose(vision(images))
+    # Untrained convolutions move the points by ~1e-4; no floor here, to check the arithmetic.
+    vision.standardize_points(images, floor=1e-9)
+    with torch.no_grad():
+        points = vision(images)
+        after = vision.pose(points)
+    torch.testing.assert_close(after, before, atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(points.mean(dim=0), torch.zeros(8), atol=1e-3, rtol=0)
+    torch.testing.assert_close(points.std(dim=0), torch.ones(8), atol=1e-2, rtol=0)
+
+
+def test_spec_refuses_a_head_without_inputs_from_vision():
+    with pytest.raises(ValueError, match="pose_dim"):
+        VisuomotorSpec(4, 2, pose_dim=0, head_points=False)
+
+
+def test_frozen_vision_is_left_alone_by_the_policy_optimizer():
+    torch.manual_seed(1)
+    layout = StateLayout(n_joints=2, n_points=1)
+    obs_spec = ObservationSpec.visuomotor(layout, ("a", "b"), (16, 16))
+    net = VisuomotorNet(VisuomotorSpec(obs_spec.dim, 2, (16, 16), 4, (16,), pose_dim=3,
+                                       head_points=False))
+    net.vision.freeze()
+    assert net.vision.frozen
+    policy = GaussianPolicy(net, obs_spec, Normalizer.identity(4), Normalizer.identity(2),
+                            np.ones(2))
+    rng = np.random.default_rng(1)
+    images, centre = _square_images(rng, 96)
+    obs = rng.standard_normal((96, 4))
+    data = PolicyTargets(obs, np.c_[centre[:, 0] / 8 - 1, obs[:, 0]],
+                         np.broadcast_to(np.eye(2), (96, 2, 2)).copy(), np.ones(96), images)
+    vision_before = {k: v.clone() for k, v in net.vision.state_dict().items()}
+    head_before = [p.clone() for p in net.head.parameters()]
+    report = PolicyOptimizer(policy, PolicyOptConfig(steps=30, batch_size=32)).update(data)
+    for k, v in net.vision.state_dict().items():
+        torch.testing.assert_close(v, vision_before[k], atol=0, rtol=0)
+    assert any(not torch.equal(a, b) for a, b in zip(head_before, net.head.parameters(),
+                                                      strict=True))
+    assert report.loss_after < report.loss_before
+
+
+def test_pretraining_locates_a_small_object():
+    """A 2x2 square in a 16x16 image: the pose layer must find it to well under a pixel's
+    worth of the image in held-out images (a regressor of the mean is off by ~4.5 pixels)."""
+    torch.manual_seed(2)
+    vision = VisionLayers((16, 16), 4, pose_dim=2)
+    images, centre = _square_images(np.random.default_rng(2), 400)
+    report = pretrain_vision(vision, images, centre, steps=400, batch_size=32,
+                             learning_rate=1e-2, seed=2, holdout=0.2)
+    assert report.holdout_rmse is not None and report.holdout_rmse < 1.5, report
+    assert report.losses[-1] < 0.5 * report.losses[0]
+    # The read-out is the network's own pose layer, in the targets' normalised units.
+    with torch.no_grad():
+        pred = vision.pose(vision(to_image_tensor(images[-80:]))).numpy()
+    mean, std = centre[:320].mean(axis=0), centre[:320].std(axis=0)
+    err = pred * std + mean - centre[-80:]
+    assert np.sqrt(np.mean(np.sum(err ** 2, axis=1))) == pytest.approx(report.holdout_rmse,
+                                                                       rel=1e-3)
+
+
+@pytest.mark.parametrize("backend", ["mujoco", "pybullet"])
+def test_supersampled_camera_averages_the_larger_image(backend):
+    from mbpl_sim import make_sim
+    from mbpl_sim.tasks import make_conditions
+
+    with make_sim(backend, camera_supersample=2) as sim, make_sim(backend) as plain:
+        condition = make_conditions(sim.task, sim.description, 1, np.random.default_rng(3))[0]
+        sim.reset(condition)
+        plain.reset(condition)
+        small = sim.render(16, 12)
+        large = plain.render(32, 24).astype(float)
+        assert small.shape == (12, 16, 3) and small.dtype == np.uint8
+        expected = large.reshape(12, 2, 16, 2, 3).mean(axis=(1, 3))
+        assert np.abs(small - expected).max() <= 0.5 + 1e-9
+        with pytest.raises(ValueError, match=r"width: expected an integer in \[1, 512\]"):
+            sim.render(600, 10)
+    with pytest.raises(ValueError, match="camera_supersample"):
+        make_sim(backend, camera_supersample=0)
