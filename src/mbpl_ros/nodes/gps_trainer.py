@@ -1,4 +1,5 @@
-"""gps_trainer: LQR-FLM iterations run through the ROS graph, one training session per process.
+"""gps_trainer: LQR-FLM or guided policy search (MDGPS, BADMM) iterations run through the ROS
+graph, one training session per process.
 
 Every iteration, in order:
   1. sampling    N noisy trials per condition through the controller executors' ``RunTrial``
@@ -29,6 +30,25 @@ fitter answers ``needs_replay`` (it was restarted).
 The summary has the format of ``mbpl train --graph direct`` (shared code in
 :mod:`mbpl_ros.training.direct`), plus per iteration ``aborted`` (trial id, condition, reason,
 worker) and the running count ``aborted_trials``.
+
+Guided policy search (``algorithm`` mdgps or badmm; the iteration of
+:mod:`mbpl_ros.training.gps_loop` through ROS):
+  1. sampling    as above with the local controllers, or (MDGPS ``sample_on_policy``, from the
+                 second iteration on) with the global policy: the goal names the policy file and
+                 carries this slot's standard-normal noise (seeded like the controllers'), which the
+                 executor scales by the policy's standard deviation;
+  2. fitting     the dynamics_fitter, as above;
+  3. optimising  ``MDGPS`` / ``BADMM`` iteration on those dynamics (policy linearisation, C-step,
+                 S-step: the policy is trained here, in the trainer);
+  4. evaluating  the new policy is saved to ``<out>/policies/iteration_NNN.pt`` (and
+                 ``<out>/policy.pt``) and run noiselessly by the executors from that path (a file
+                 system the executors share) on every training condition and on the held-out
+                 ``test_conditions`` (their q0 and target sent in the goal);
+  5. done        summary.json with the GPS fields of the direct loop (``train_success_rate``,
+                 ``test_success_rate``, ``policy_cost``, ...), controllers.npz, policy.pt, plots,
+                 and ``gps_state.pt``: the whole algorithm state (policy, optimiser, policy prior,
+                 step sizes, duals) for ``resume``.
+Only the state-based MLP policy runs through ROS: the executor has no camera images.
 """
 
 from __future__ import annotations
@@ -75,16 +95,22 @@ from mbpl_ros.training.direct import (
     status_line,
     write_run,
 )
+from mbpl_sim.tasks import Condition
 
 ROLLOUT_TOPIC = "/rollouts"
 EVAL_TOPIC = "/evaluation_rollouts"
 STATUS_TOPIC = "/training_status"
 BAG_DIR = "rollouts"
-_TRIAL_ID = re.compile(r"^i(\d+)-c(\d+)-(?:s(\d+)|(eval))-a(\d+)$")
+_TRIAL_ID = re.compile(r"^i(\d+)-([ct])(\d+)-(?:s(\d+)|(eval))-a(\d+)$")
 STATUS_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
-RESUME_KEYS = ("task", "backend", "conditions", "samples", "horizon", "dt", "seed", "urdf",
-               "ee_link", "noise_smoothing")
+RESUME_KEYS = ("task", "backend", "algorithm", "conditions", "samples", "horizon", "dt", "seed",
+               "urdf", "ee_link", "noise_smoothing")
+GPS_RESUME_KEYS = ("policy", "test_conditions", "test_seed", "sample_on_policy", "hidden")
+"""GPS settings a resumed session must share with the stopped one."""
+GPS_ALGORITHMS = ("mdgps", "badmm")
+GPS_STATE = "gps_state.pt"
+POLICY_DIR = "policies"
 """Settings a resumed session must share with the stopped one (iterations may grow)."""
 
 
@@ -101,23 +127,37 @@ class Shutdown(Exception):
 @dataclass(frozen=True)
 class Slot:
     """One trial of the session: training sample ``sample`` (or the evaluation, sample None) of
-    ``condition`` in ``iteration``."""
+    ``condition`` in ``iteration``; ``test``: held-out condition ``condition`` (evaluation only)."""
 
     iteration: int
     condition: int
     sample: int | None = None
+    test: bool = False
 
     def trial_id(self, attempt: int) -> str:
         kind = "eval" if self.sample is None else f"s{self.sample}"
-        return f"i{self.iteration}-c{self.condition}-{kind}-a{attempt}"
+        table = "t" if self.test else "c"
+        return f"i{self.iteration}-{table}{self.condition}-{kind}-a{attempt}"
 
     @staticmethod
     def parse(trial_id: str) -> tuple[Slot, int] | None:
         match = _TRIAL_ID.match(trial_id)
         if not match:
             return None
-        i, m, s, _, a = match.groups()
-        return Slot(int(i), int(m), None if s is None else int(s)), int(a)
+        i, table, m, s, _, a = match.groups()
+        return Slot(int(i), int(m), None if s is None else int(s), table == "t"), int(a)
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """What one slot runs: a controller (noise folded in), or a policy file with optional
+    standard-normal noise (T, dU); ``condition``: q0 and target sent in the goal (a held-out
+    condition) instead of the executor's table entry."""
+
+    controller: LinearGaussianController | None = None
+    policy_path: str = ""
+    noise: np.ndarray | None = None
+    condition: Condition | None = None
 
 
 @dataclass
@@ -130,6 +170,8 @@ class Outcome:
     msg: Rollout
     X: np.ndarray | None = None
     U: np.ndarray | None = None
+    faults: int = 0
+    """Policy steps the executor replaced by zero torque (non-finite values)."""
 
     @property
     def aborted(self) -> bool:
@@ -168,29 +210,30 @@ class TrialWorker:
         self.client = ActionClient(node, RunTrial, self.action_name, callback_group=group)
 
     def run(self, goal: RunTrial.Goal, timeout: float, server_timeout: float) -> tuple[
-            Rollout | None, str]:
-        """The result rollout, or (None or a partial rollout, abort reason)."""
+            Rollout | None, str, int]:
+        """(The result rollout, "", policy faults), or (None or a partial rollout, abort reason,
+        policy faults)."""
         context = self.node.context
         if not self.client.wait_for_server(timeout_sec=server_timeout):
-            return None, f"executor {self.action_name} not available"
+            return None, f"executor {self.action_name} not available", 0
         send = self.client.send_goal_async(goal)
         if not _wait(send, server_timeout, context) or send.result() is None:
-            return None, f"executor {self.action_name} did not answer the goal"
+            return None, f"executor {self.action_name} did not answer the goal", 0
         handle = send.result()
         if not handle.accepted:
-            return None, f"goal rejected by {self.action_name}"
+            return None, f"goal rejected by {self.action_name}", 0
         result_future = handle.get_result_async()
         if not _wait(result_future, timeout, context):
             handle.cancel_goal_async()
-            return None, f"no result within {timeout:.0f} s (cancelled)"
+            return None, f"no result within {timeout:.0f} s (cancelled)", 0
         wrapped = result_future.result()
         result = wrapped.result
         if wrapped.status != GoalStatus.STATUS_SUCCEEDED or not result.success \
                 or result.rollout.aborted:
             reason = result.rollout.abort_reason or result.message or \
                 f"goal status {wrapped.status}"
-            return result.rollout, reason
-        return result.rollout, ""
+            return result.rollout, reason, result.policy_faults
+        return result.rollout, "", result.policy_faults
 
 
 # ------------------------------------------------------------------------------- the node
@@ -202,7 +245,9 @@ PARAMETERS = {
     "ee_link": ("", "end-effector link of urdf"),
     "conditions": (2, "training conditions (the condition table of seed)"),
     "samples": (5, "noisy trials per condition and iteration"),
-    "iterations": (10, "LQR-FLM iterations of the session"),
+    "iterations": (10, "iterations of the session"),
+    "algorithm": ("lqr-flm", "lqr-flm (local controllers), mdgps or badmm (guided policy search: "
+                             "also a global neural-network policy)"),
     "horizon": (100, "policy steps T per trial"),
     "dt": (0.05, "policy step, s"),
     "seed": (0, "seeds the condition table and the exploration noise"),
@@ -226,6 +271,16 @@ PARAMETERS = {
     "stiffness": (1.0, "initial hold-x0 LQR: joint position weight"),
     "stiffness_vel": (0.5, "initial hold-x0 LQR: relative velocity weight"),
     "final_weight": (1.0, "initial hold-x0 LQR: final-step multiplier"),
+    "policy": ("mlp", "GPS: mlp (state-based policy on all of x); visuomotor is refused through "
+                      "ROS (the executor has no camera images)"),
+    "test_conditions": (0, "GPS: held-out conditions evaluated every iteration"),
+    "test_seed": (-1, "GPS: seed of the held-out conditions; -1: seed + 1000"),
+    "sample_on_policy": (False, "MDGPS: sample the global policy from the second iteration on"),
+    "hidden": ([64, 64], "GPS: hidden layer widths of the policy network"),
+    "policy_steps": (300, "GPS: gradient steps per S-step"),
+    "first_policy_steps": (1000, "GPS: gradient steps of the first S-step"),
+    "batch_size": (128, "GPS: S-step minibatch size"),
+    "torch_threads": (1, "GPS: torch threads of the S-step; 0: torch's default"),
 }
 
 
@@ -239,13 +294,27 @@ def config_from_parameters(p: dict) -> TrainConfig:
         samples=p["samples"], iterations=p["iterations"], horizon=p["horizon"], dt=p["dt"],
         seed=p["seed"], urdf=Path(p["urdf"]) if p["urdf"] else None,
         ee_link=p["ee_link"] or None, out=Path(p["out"]), noise_smoothing=p["noise_smoothing"],
-        progress=False, workers=len(namespaces), resume=p["resume"],
+        progress=False, workers=len(namespaces), resume=p["resume"], algorithm=p["algorithm"],
         trial_retries=p["trial_retries"],
         initial=InitialControllerConfig(init_var=p["init_var"], stiffness=p["stiffness"],
                                         stiffness_vel=p["stiffness_vel"],
                                         final_weight=p["final_weight"]),
         lqr=LQRFLMConfig(kl_step=p["kl_step"], min_step_mult=p["min_step_mult"],
                          max_step_mult=p["max_step_mult"]))
+
+
+def gps_settings_from_parameters(p: dict):
+    """The session's :class:`~mbpl_ros.training.gps_loop.GPSSettings` (GPS algorithms)."""
+    from mbpl_ros.training.gps_loop import GPSSettings
+
+    return GPSSettings(policy=p["policy"], test_conditions=p["test_conditions"],
+                       test_seed=None if p["test_seed"] < 0 else p["test_seed"],
+                       sample_on_policy=p["sample_on_policy"],
+                       hidden=tuple(int(h) for h in p["hidden"]),
+                       policy_steps=p["policy_steps"],
+                       first_policy_steps=p["first_policy_steps"],
+                       batch_size=p["batch_size"],
+                       threads=p["torch_threads"] or None)
 
 
 class GpsTrainer(Node):
@@ -256,6 +325,16 @@ class GpsTrainer(Node):
         p = declare_parameters(self, PARAMETERS)
         self.params = p
         self.config = config_from_parameters(p)
+        algorithms = ("lqr-flm", *GPS_ALGORITHMS)
+        if self.config.algorithm not in algorithms:
+            raise ValueError(f"algorithm: expected one of {algorithms}, found "
+                             f"{self.config.algorithm!r}")
+        self.gps = gps_settings_from_parameters(p) if self.config.algorithm in GPS_ALGORITHMS \
+            else None
+        if self.gps is not None and self.gps.policy != "mlp":
+            raise ValueError(f"policy {self.gps.policy!r}: the ROS graph trains the state-based "
+                             "mlp policy only (the controller executor has no camera images); "
+                             "train a visuomotor policy with --graph direct")
         self.namespaces = list(p["namespaces"]) or ["/"]
         T = self.config.horizon
         self.trial_timeout = p["trial_timeout_s"] or 60.0 + 10.0 * T * self.config.dt
@@ -281,6 +360,15 @@ class GpsTrainer(Node):
         cfg.out.mkdir(parents=True, exist_ok=True)
         self._lock_session(cfg.out)
         self.problem = make_problem(cfg, np.random.default_rng(cfg.seed))
+        self.tests: list[Condition] = []
+        if self.gps is not None:
+            import torch
+
+            from mbpl_ros.training.gps_loop import test_condition_table
+
+            if self.gps.threads is not None:
+                torch.set_num_threads(self.gps.threads)
+            self.tests = test_condition_table(cfg, self.gps, self.problem.setup)
         layout = self.problem.layout
         self.state_names = layout.names()
         bag_path = cfg.out / BAG_DIR
@@ -300,6 +388,7 @@ class GpsTrainer(Node):
         self.env_steps = last.get("env_steps", 0)
         self.aborted_total = last.get("aborted_trials", 0)
         self.wall_offset = last.get("wall_s", 0.0)
+        self.eval_trials = last.get("eval_trials", 0)
         self.start = time.perf_counter()
         log = self.get_logger()
         log.info(f"session {cfg.out}: {cfg.task}, {cfg.conditions} conditions x {cfg.samples} "
@@ -309,7 +398,10 @@ class GpsTrainer(Node):
         if cfg.resume and start_iteration > 0:
             self._replay_fitter(start_iteration)
         for i in range(start_iteration, cfg.iterations):
-            self._iteration(i, summary)
+            if self.gps is not None:
+                self._gps_iteration(i, summary)
+            else:
+                self._iteration(i, summary)
         self._publish_status(cfg.iterations - 1 if cfg.iterations else 0, "finished",
                              summary["iterations"][-1] if summary["iterations"] else None)
         return summary
@@ -348,6 +440,8 @@ class GpsTrainer(Node):
         checkpoint = cfg.out / "controllers.npz"
         summary_path = cfg.out / "summary.json"
         extra = {"workers": [w.name for w in self.workers], "recording": BAG_DIR}
+        if self.gps is not None:
+            return self._restore_or_start_gps(summary_path, extra)
         if cfg.resume and checkpoint.exists() and summary_path.exists():
             summary = json.loads(summary_path.read_text())
             saved = summary.get("config", {})
@@ -389,7 +483,7 @@ class GpsTrainer(Node):
         self.bag.split()
         self._publish_status(i, "sampling")
         controllers = algo.controllers
-        jobs = [(Slot(i, m, s), self._noisy(controllers[m], i, m, s))
+        jobs = [(Slot(i, m, s), TrialJob(self._noisy(controllers[m], i, m, s)))
                 for m in range(M) for s in range(N)]
         results, aborted = self._run_slots(jobs)
         good = [[results[Slot(i, m, s)] for s in range(N)
@@ -410,9 +504,10 @@ class GpsTrainer(Node):
         report = algo.iteration(batches, problem.cost, dynamics=dynamics)
 
         self._publish_status(i, "evaluating")
-        eval_jobs = [(Slot(i, m), c) for m, c in enumerate(algo.controllers)]
+        eval_jobs = [(Slot(i, m), TrialJob(c)) for m, c in enumerate(algo.controllers)]
         eval_results, eval_aborted = self._run_slots(eval_jobs, reuse=False)
-        evaluation = [self._evaluate(m, eval_results[Slot(i, m)]) for m in range(M)]
+        evaluation = [self._evaluate(problem.conditions[m], eval_results[Slot(i, m)],
+                                     f"condition {m}") for m in range(M)]
         aborted += eval_aborted
         self.aborted_total += len(aborted)
         record = iteration_record(
@@ -434,21 +529,209 @@ class GpsTrainer(Node):
         noise = smoothed_noise(rng, cfg.horizon, controller.dU, cfg.noise_smoothing)
         return controller.fold_noise(noise)
 
-    def _evaluate(self, m: int, outcome: Outcome | None) -> Evaluation:
+    def _evaluate(self, condition: Condition, outcome: Outcome | None,
+                  label: str) -> Evaluation:
         if outcome is None:
-            raise TrainingError(f"the evaluation trial of condition {m} aborted "
+            raise TrainingError(f"the evaluation trial of {label} aborted "
                                 f"{1 + self.config.trial_retries} times")
         problem = self.problem
-        condition = problem.conditions[m]
         q_final = outcome.X[-1][problem.layout.joint_positions]
         points = problem.builder.kinematics.ee_points(q_final)
         cost = float(np.sum(problem.cost.eval(outcome.X[:self.config.horizon], outcome.U).l))
         return Evaluation(problem.setup.task.distance(points, condition),
                           bool(problem.setup.task.success(points, condition)), cost)
 
+    # ---------------------------------------------------------------- guided policy search
+
+    def _new_gps(self):
+        """A fresh MDGPS / BADMM taking its dynamics from the fitter (``_FitterDynamics``)."""
+        from mbpl_ros.gps.algorithm import GPSConfig
+        from mbpl_ros.gps.policy import ObservationSpec, make_policy
+        from mbpl_ros.gps.policy_opt import PolicyOptConfig
+
+        cfg, st, problem = self.config, self.gps, self.problem
+        layout = problem.layout
+        spec = ObservationSpec.full_state(layout, tuple(problem.setup.description.joint_names))
+        policy = make_policy(spec, layout.action_dim, st.hidden, st.channels, seed=cfg.seed)
+        gps_config = GPSConfig(
+            lqr=cfg.lqr,
+            policy_opt=PolicyOptConfig(steps=st.policy_steps, batch_size=st.batch_size,
+                                       seed=cfg.seed),
+            first_policy_steps=st.first_policy_steps, sample_on_policy=st.sample_on_policy)
+        cls = _fitted_gps_class(cfg.algorithm)
+        return cls(gps_config, layout.dim, layout.action_dim, cfg.horizon, problem.initial,
+                   policy)
+
+    def _restore_or_start_gps(self, summary_path: Path, extra: dict) -> tuple[object, dict]:
+        import torch
+
+        cfg = self.config
+        settings = gps_settings_dict(self.gps)
+        state_path = cfg.out / GPS_STATE
+        algo = self._new_gps()
+        if not (cfg.resume and state_path.exists() and summary_path.exists()):
+            summary = new_summary(cfg, self.problem.setup.description, gps=settings, **extra)
+            return algo, summary
+        summary = json.loads(summary_path.read_text())
+        saved, new = summary.get("config", {}), cfg.to_dict()
+        diff = {k: (saved.get(k), new[k]) for k in RESUME_KEYS if saved.get(k) != new[k]}
+        saved_gps = summary.get("gps", {})
+        diff.update({f"gps.{k}": (saved_gps.get(k), settings[k]) for k in GPS_RESUME_KEYS
+                     if saved_gps.get(k) != settings[k]})
+        if diff:
+            raise TrainingError(f"--resume: settings differ from the stopped session "
+                                f"(saved, now): {diff}")
+        try:
+            # The trainer's own checkpoint in its run directory (a pickle: policy, optimiser,
+            # GMM policy prior, step sizes, duals), hence weights_only=False.
+            payload = torch.load(state_path, map_location="cpu", weights_only=False)
+        except Exception as err:  # noqa: BLE001 - any unreadable checkpoint
+            raise TrainingError(f"--resume: cannot read {state_path}: {err}") from err
+        if not isinstance(payload, dict) or payload.get("format") != GPS_STATE_FORMAT \
+                or payload.get("algorithm") != cfg.algorithm:
+            raise TrainingError(f"--resume: {state_path} is not a {cfg.algorithm} state of "
+                                "this trainer")
+        algo.__dict__.update(payload["state"])
+        done = algo.iterations_done
+        summary["iterations"] = summary["iterations"][:done]
+        summary["config"] = new
+        summary.update(extra)
+        summary.setdefault("resumed_at", []).append(done)
+        self.get_logger().info(f"resuming {cfg.algorithm} after iteration {done - 1} "
+                               f"({sum(len(v) for v in self.recorded.values())} recorded "
+                               "trials)")
+        return algo, summary
+
+    def _policy_noise(self, i: int, m: int, s: int) -> np.ndarray:
+        """Standard-normal exploration noise (T, dU) of a policy sample (reproducible)."""
+        cfg = self.config
+        rng = np.random.default_rng([cfg.seed, i, m, s])
+        return smoothed_noise(rng, cfg.horizon, self.problem.layout.action_dim,
+                              cfg.noise_smoothing)
+
+    def _iteration_policy(self, i: int) -> Path:
+        """The policy file after iteration ``i`` (written now if missing); executors read it."""
+        from mbpl_ros.gps.policy import save_policy
+
+        path = self.config.out / POLICY_DIR / f"iteration_{i:03d}.pt"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cfg = self.config
+            save_policy(self.algo.policy, path, task=cfg.task, dt=cfg.dt,
+                        algorithm=cfg.algorithm, iteration=i)
+        return path.resolve()
+
+    def _gps_iteration(self, i: int, summary: dict) -> None:
+        from mbpl_ros.gps.algorithm import Observations
+
+        cfg, problem, algo = self.config, self.problem, self.algo
+        M, N, T = cfg.conditions, cfg.samples, cfg.horizon
+        self.bag.split()
+        self._publish_status(i, "sampling")
+        on_policy = algo.samples_from_policy()
+        if on_policy:
+            path = str(self._iteration_policy(i - 1))
+            jobs = [(Slot(i, m, s), TrialJob(policy_path=path, noise=self._policy_noise(i, m, s)))
+                    for m in range(M) for s in range(N)]
+        else:
+            controllers = algo.controllers
+            jobs = [(Slot(i, m, s), TrialJob(self._noisy(controllers[m], i, m, s)))
+                    for m in range(M) for s in range(N)]
+        results, aborted = self._run_slots(jobs)
+        good = [[results[Slot(i, m, s)] for s in range(N)
+                 if results[Slot(i, m, s)] is not None] for m in range(M)]
+        short = [m for m in range(M) if len(good[m]) < 2]
+        if short:
+            raise TrainingError(f"iteration {i}: conditions {short} have fewer than 2 good "
+                                f"trials after {cfg.trial_retries} retries; last reasons "
+                                f"{[a['reason'] for a in aborted][-3:]}")
+        self.trials += sum(len(g) for g in good)
+        self.env_steps += sum(len(g) for g in good) * T
+        faults = sum(o.faults for g in good for o in g)
+        batches = [SampleBatch(np.stack([o.X[:T] for o in g]), np.stack([o.U for o in g]))
+                   for g in good]
+        spec = algo.policy.observation
+        observations = [Observations(spec.from_states(b.X)) for b in batches]
+
+        self._publish_status(i, "fitting")
+        dynamics = self._fit(i, [o.msg for g in good for o in g])
+        self._publish_status(i, "optimising")
+        report = algo.iteration_with(batches, observations, problem.cost, dynamics)
+        if not algo.used_fitter_dynamics:
+            self.get_logger().warning(f"{cfg.algorithm} fitted its own dynamics instead of the "
+                                      "fitter's (the adapter's hook was not called)")
+
+        self._publish_status(i, "evaluating")
+        path = str(self._iteration_policy(i))
+        eval_jobs = [(Slot(i, m), TrialJob(policy_path=path)) for m in range(M)]
+        eval_jobs += [(Slot(i, j, test=True), TrialJob(policy_path=path, condition=c))
+                      for j, c in enumerate(self.tests)]
+        eval_results, eval_aborted = self._run_slots(eval_jobs, reuse=False)
+        train_eval = [self._evaluate(problem.conditions[m], eval_results[Slot(i, m)],
+                                     f"condition {m}") for m in range(M)]
+        test_eval = [self._evaluate(c, eval_results[Slot(i, j, test=True)],
+                                    f"held-out condition {j}") for j, c in enumerate(self.tests)]
+        faults += sum(o.faults for o in eval_results.values() if o is not None)
+        self.eval_trials += len(eval_jobs)
+        aborted += eval_aborted
+        self.aborted_total += len(aborted)
+        record = iteration_record(
+            i, report, train_eval, self.trials, self.env_steps,
+            self.wall_offset + time.perf_counter() - self.start,
+            eval_trials=self.eval_trials,
+            train_success_rate=_rate(train_eval),
+            test_success_rate=_rate(test_eval) if self.tests else None,
+            policy_cost=float(np.mean([e.cost for e in train_eval])),
+            test_policy_cost=float(np.mean([e.cost for e in test_eval])) if self.tests
+            else None,
+            test_conditions=[{"condition": j, "final_distance": e.final_distance,
+                              "success": e.success, "eval_cost": e.cost}
+                             for j, e in enumerate(test_eval)],
+            policy_loss=report.policy_loss_after, policy_kl=list(report.policy_kl),
+            policy_s=report.policy_s, sampled="policy" if on_policy else "controllers",
+            policy_faults=faults, policy_file=str(Path(path).relative_to(cfg.out.resolve())),
+            aborted_trials=self.aborted_total, aborted=aborted,
+            fit_s=self._last_fit_s, prior_clusters=self._last_clusters)
+        summary["iterations"].append(record)
+        self._write_gps_run(summary)
+        self._publish_status(i, "done", record)
+        line = status_line(record).replace("noiseless cost", "policy cost")
+        if self.tests:
+            line += f", test success {record['test_success_rate']:.0%} ({len(self.tests)})"
+        self.get_logger().info(line + f", policy update {report.policy_s:.1f} s"
+                               + (f", {len(aborted)} aborted trials" if aborted else ""))
+
+    def _write_gps_run(self, summary: dict) -> None:
+        """summary.json first, then the algorithm state: a crash in between leaves a summary
+        that ``resume`` cuts back to the state's iterations."""
+        import torch
+
+        from mbpl_ros.gps.policy import save_policy
+        from mbpl_ros.training.gps_loop import write_policy_plot
+        from mbpl_ros.training.report import write_plots
+
+        cfg, algo, out = self.config, self.algo, self.config.out
+        path = out / "summary.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(summary, indent=2))
+        tmp.replace(path)
+        save_policy(algo.policy, out / "policy.pt", task=cfg.task, dt=cfg.dt,
+                    algorithm=cfg.algorithm, iteration=algo.iterations_done - 1)
+        ctrls = algo.controllers
+        np.savez(out / "controllers.npz", K=np.stack([c.K for c in ctrls]),
+                 k=np.stack([c.k for c in ctrls]), covar=np.stack([c.covar for c in ctrls]),
+                 state_names=np.array(self.state_names))
+        state = out / GPS_STATE
+        tmp = state.with_suffix(".pt.tmp")
+        torch.save({"format": GPS_STATE_FORMAT, "algorithm": cfg.algorithm,
+                    "iterations_done": algo.iterations_done, "state": algo.__dict__}, tmp)
+        tmp.replace(state)
+        write_plots(summary, out)
+        write_policy_plot(summary, out)
+
     # ---------------------------------------------------------------- running trials
 
-    def _run_slots(self, jobs: list[tuple[Slot, LinearGaussianController]],
+    def _run_slots(self, jobs: list[tuple[Slot, TrialJob]],
                    reuse: bool = True) -> tuple[dict[Slot, Outcome | None], list[dict]]:
         """Run every slot (in parallel over the workers) until it succeeds or runs out of
         attempts; reuse recorded good attempts (resume). Returns the good outcome per slot (None
@@ -466,7 +749,7 @@ class GpsTrainer(Node):
                                 "condition": outcome.slot.condition, "reason": outcome.reason,
                                 "worker": outcome.worker})
 
-        def run(slot: Slot, controller: LinearGaussianController) -> None:
+        def run(slot: Slot, job: TrialJob) -> None:
             previous = self.recorded.get(slot, []) if reuse else []
             for outcome in previous:
                 if not outcome.aborted:
@@ -480,7 +763,7 @@ class GpsTrainer(Node):
                 worker = free.get()
                 outcome = None
                 try:
-                    outcome = self._attempt(worker, slot, attempt, controller)
+                    outcome = self._attempt(worker, slot, attempt, job)
                 finally:
                     if outcome is not None and outcome.aborted and "not available" in \
                             outcome.reason:
@@ -507,18 +790,27 @@ class GpsTrainer(Node):
                 raise Shutdown
             time.sleep(min(0.05, max(0.0, end - time.monotonic())))
 
-    def _attempt(self, worker: TrialWorker, slot: Slot, attempt: int,
-                 controller: LinearGaussianController) -> Outcome:
+    def _attempt(self, worker: TrialWorker, slot: Slot, attempt: int, job: TrialJob) -> Outcome:
         cfg = self.config
         goal = RunTrial.Goal()
         goal.condition = slot.condition
         goal.horizon = cfg.horizon
-        goal.controller = controller_to_msg(controller, slot.condition, cfg.dt,
-                                            self.state_names)
+        if job.controller is not None:
+            goal.controller = controller_to_msg(job.controller, slot.condition, cfg.dt,
+                                                self.state_names)
+        else:
+            goal.policy_path = job.policy_path
+            goal.controller.dt = float(cfg.dt)
+            if job.noise is not None:
+                goal.policy_noise = np.ascontiguousarray(job.noise, dtype=float).ravel().tolist()
+        if job.condition is not None:
+            goal.joint_positions = [float(v) for v in job.condition.joint_positions]
+            goal.target_position = [float(v) for v in job.condition.target_position]
         goal.reset_first = True
         goal.record_images = False
+        faults = 0
         try:
-            msg, reason = worker.run(goal, self.trial_timeout, self.server_timeout)
+            msg, reason, faults = worker.run(goal, self.trial_timeout, self.server_timeout)
         except Shutdown:
             raise
         except Exception as err:  # noqa: BLE001 - a broken worker must not end the session
@@ -530,7 +822,7 @@ class GpsTrainer(Node):
         if reason:
             msg.aborted = True
             msg.abort_reason = reason
-        outcome = Outcome(slot, attempt, worker.name, msg)
+        outcome = Outcome(slot, attempt, worker.name, msg, faults=faults)
         if not outcome.aborted:
             self._check_rollout(outcome)
         with self.bag_lock:  # recorded before anything uses it
@@ -622,6 +914,76 @@ class GpsTrainer(Node):
         self.status_pub.publish(msg)
         with self.bag_lock:
             self.bag.write(STATUS_TOPIC, msg)
+
+
+# ------------------------------------------------------------------------------- GPS adapter
+
+GPS_STATE_FORMAT = "mbpl_ros.gps_trainer_state"
+
+
+class _FitterDynamics:
+    """Mixed into MDGPS / BADMM: an iteration on the dynamics the dynamics_fitter node fitted
+    (it keeps the GMM prior across iterations and is rebuilt from the bag on resume, as for
+    LQR-FLM) instead of the algorithm's own fit. The algorithms fit in ``_fit_models``; this
+    replaces only its dynamics and keeps its cost expansion."""
+
+    _fitter_dynamics = None
+    used_fitter_dynamics = False
+
+    def iteration_with(self, batches, observations, cost, dynamics):
+        """``iteration(batches, observations, cost)`` with the fitter's ``dynamics``."""
+        for m, d in enumerate(dynamics):
+            if (d.T, d.dX, d.dU) != (self.T, self.dX, self.dU):
+                raise TrainingError(f"fitted dynamics of condition {m}: expected T={self.T}, "
+                                    f"dX={self.dX}, dU={self.dU}, found T={d.T}, dX={d.dX}, "
+                                    f"dU={d.dU}")
+        self._fitter_dynamics = list(dynamics)
+        self.used_fitter_dynamics = False
+        try:
+            return self.iteration(batches, observations, cost)
+        finally:
+            self._fitter_dynamics = None
+
+    def _fit_models(self, batches, costs):
+        dynamics = self._fitter_dynamics
+        if dynamics is None:
+            return super()._fit_models(batches, costs)
+        from mbpl_ros.core.trajopt import QuadraticCost, quadratic_cost_from_samples
+
+        self.used_fitter_dynamics = True
+        models, means = [], []
+        for c, b in zip(costs, batches, strict=True):
+            q, l = quadratic_cost_from_samples(c, b.X, b.U)
+            models.append(q)
+            means.append(l.sum(axis=-1).mean())
+        return dynamics, QuadraticCost.stack(models), np.asarray(means)
+
+
+_GPS_CLASSES: dict[str, type] = {}
+
+
+def _fitted_gps_class(algorithm: str) -> type:
+    """MDGPS or BADMM with :class:`_FitterDynamics` (built on first use: importing them imports
+    torch, which an LQR-FLM session does not need)."""
+    if algorithm not in _GPS_CLASSES:
+        from mbpl_ros.gps.algorithm import BADMM, MDGPS
+
+        base = {"mdgps": MDGPS, "badmm": BADMM}[algorithm]
+        _GPS_CLASSES[algorithm] = type(f"Fitter{base.__name__}", (_FitterDynamics, base), {})
+    return _GPS_CLASSES[algorithm]
+
+
+def gps_settings_dict(settings) -> dict:
+    """GPSSettings as summary.json stores them (lists for tuples)."""
+    from dataclasses import asdict
+
+    d = asdict(settings)
+    d["hidden"], d["image_size"] = list(settings.hidden), list(settings.image_size)
+    return d
+
+
+def _rate(evals: list[Evaluation]) -> float | None:
+    return float(np.mean([e.success for e in evals])) if evals else None
 
 
 def main(args: list[str] | None = None) -> None:

@@ -1,13 +1,16 @@
-"""LQR-FLM through a graph of ROS 2 node processes (`mbpl train --graph ros`).
+"""LQR-FLM or guided policy search through a graph of ROS 2 node processes (`mbpl train --graph
+ros`, `--algorithm lqr-flm | mdgps | badmm`).
 
 Starts, as separate processes talking over DDS, per simulated arm (namespace /arm0, /arm1, ...)
 a sim_bridge, a state_estimator and a controller_executor (both ends in lockstep, so a trial runs
 as fast as the processes exchange messages), then the dynamics_fitter and the gps_trainer,
 which runs the session and writes the run directory (summary.json in the format of
-``--graph direct``, training.png, controllers.npz, the rollouts/ MCAP bag). Every node gets a
-parameter file (``/**: ros__parameters:``) written to ``<out>/params/``: the defaults of
-``config/<node>.yaml`` (if present) updated with this run's settings. Logs go to
-``<out>/logs/<node>.log``.
+``--graph direct``, training.png, controllers.npz, the rollouts/ MCAP bag; with MDGPS/BADMM also
+the GPS fields of :mod:`mbpl_ros.training.gps_loop`, policy.pt, policies/ and policy.png). The
+policy files are read by the executors from that path: on several machines, a shared file
+system). Every node gets a parameter file (``/**: ros__parameters:``) written to
+``<out>/params/``: the defaults of ``config/<node>.yaml`` (if present) updated with this run's
+settings. Logs go to ``<out>/logs/<node>.log``.
 
 The parent waits for the trainer, showing progress from its ``training_status`` topic, then
 stops every process (SIGINT, then SIGKILL after a grace period). Unless ROS_DOMAIN_ID is set,
@@ -29,10 +32,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from mbpl_ros.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from mbpl_ros.training.gps_loop import GPSSettings
 
 ROOT = Path(__file__).resolve().parents[3]
 CONFIG_DIR = ROOT / "config"
@@ -51,7 +58,32 @@ def worker_namespaces(workers: int) -> list[str]:
     return [f"/arm{w}" for w in range(workers)]
 
 
-def node_parameters(config: TrainConfig, namespaces: list[str]) -> dict[str, dict]:
+GPS_ALGORITHMS = ("mdgps", "badmm")
+
+
+def check_gps(config: TrainConfig, gps: GPSSettings | None) -> None:
+    """Refuse what the ROS graph cannot train (raises GraphError with the reason)."""
+    if config.algorithm not in ("lqr-flm", *GPS_ALGORITHMS):
+        raise GraphError(f"algorithm: expected lqr-flm, mdgps or badmm, found "
+                         f"{config.algorithm!r}")
+    if config.algorithm in GPS_ALGORITHMS and gps is not None and gps.policy != "mlp":
+        raise GraphError(f"--graph ros --policy {gps.policy}: the ROS graph trains the "
+                         "state-based mlp policy only (the controller executor runs policies on "
+                         "the state, it has no camera images); use --graph direct for a "
+                         "visuomotor policy")
+
+
+def gps_parameters(gps: GPSSettings) -> dict:
+    """The gps_trainer parameters of GPS settings (see its PARAMETERS)."""
+    return {"policy": gps.policy, "test_conditions": gps.test_conditions,
+            "test_seed": -1 if gps.test_seed is None else gps.test_seed,
+            "sample_on_policy": gps.sample_on_policy, "hidden": [int(h) for h in gps.hidden],
+            "policy_steps": gps.policy_steps, "first_policy_steps": gps.first_policy_steps,
+            "batch_size": gps.batch_size, "torch_threads": gps.threads or 0}
+
+
+def node_parameters(config: TrainConfig, namespaces: list[str],
+                    gps: GPSSettings | None = None) -> dict[str, dict]:
     """This run's parameters per node (on top of config/<node>.yaml)."""
     urdf = "" if config.urdf is None else str(Path(config.urdf).resolve())
     ee_link = config.ee_link or ""
@@ -91,7 +123,9 @@ def node_parameters(config: TrainConfig, namespaces: list[str]) -> dict[str, dic
             "kl_step": float(lqr.kl_step), "min_step_mult": float(lqr.min_step_mult),
             "max_step_mult": float(lqr.max_step_mult), "init_var": float(init.init_var),
             "stiffness": float(init.stiffness), "stiffness_vel": float(init.stiffness_vel),
-            "final_weight": float(init.final_weight)},
+            "final_weight": float(init.final_weight), "algorithm": config.algorithm,
+            **(gps_parameters(gps) if gps is not None and config.algorithm in GPS_ALGORITHMS
+               else {})},
     }
 
 
@@ -147,11 +181,13 @@ class NodeProcess:
 class Graph:
     """The node processes of one run; a context manager that stops them all on exit."""
 
-    def __init__(self, config: TrainConfig, env: dict | None = None) -> None:
+    def __init__(self, config: TrainConfig, env: dict | None = None,
+                 gps: GPSSettings | None = None) -> None:
+        check_gps(config, gps)
         self.config = config
         self.out = Path(config.out)
         self.namespaces = worker_namespaces(config.workers)
-        self.parameters = node_parameters(config, self.namespaces)
+        self.parameters = node_parameters(config, self.namespaces, gps)
         self.env = dict(os.environ if env is None else env)
         self._domain_lock = None
         if not self.env.get("ROS_DOMAIN_ID"):
@@ -315,15 +351,16 @@ class _Progress:
         from tqdm import tqdm
 
         self.config = config
-        self.bar = tqdm(total=config.iterations, initial=start_iteration, desc="LQR-FLM (ros)",
-                        unit="it", disable=not config.progress)
+        self.name = {"lqr-flm": "LQR-FLM"}.get(config.algorithm, config.algorithm.upper())
+        self.bar = tqdm(total=config.iterations, initial=start_iteration,
+                        desc=f"{self.name} (ros)", unit="it", disable=not config.progress)
         self.lock = threading.Lock()
         self.done: set[int] = set(range(start_iteration))
 
     def __call__(self, msg) -> None:
         with self.lock:
             if self.config.progress:
-                self.bar.set_description(f"LQR-FLM (ros) it {msg.iteration} {msg.phase}",
+                self.bar.set_description(f"{self.name} (ros) it {msg.iteration} {msg.phase}",
                                          refresh=False)
             if msg.phase == "done" and msg.iteration not in self.done:
                 self.done.add(msg.iteration)
@@ -353,20 +390,23 @@ def _start_iteration(config: TrainConfig) -> int:
     return 0
 
 
-def train(config: TrainConfig) -> dict:
+def train(config: TrainConfig, gps: GPSSettings | None = None) -> dict:
     """Run the session through the node graph; returns the summary the trainer wrote.
+
+    ``gps``: the policy settings of ``config.algorithm`` mdgps / badmm (None: the defaults).
 
     Raises:
         GraphError: the trainer failed, or another node died before it finished (with the tail
             of that node's log).
     """
     out = Path(config.out)
+    check_gps(config, gps)
     out.mkdir(parents=True, exist_ok=True)
     if not config.resume and (out / "rollouts").exists():
         raise GraphError(f"{out} already holds a session: resume it with --resume or choose "
                          "another --out")
     progress = _Progress(config, _start_iteration(config))
-    with Graph(config) as graph:
+    with Graph(config, gps=gps) as graph:
         graph.start_workers()
         graph.start_fitter()
         trainer = graph.start_trainer()
