@@ -109,3 +109,27 @@ def test_supersampled_camera_averages_the_larger_image(backend):
             sim.render(600, 10)
     with pytest.raises(ValueError, match="camera_supersample"):
         make_sim(backend, camera_supersample=0)
+
+
+def test_frozen_vision_remembers_points_per_image_and_forgets_on_new_weights():
+    torch.manual_seed(4)
+    vision = VisionLayers((16, 16), 4, pose_dim=2)
+    raw = _square_images(np.random.default_rng(4), 20)[0]
+    distinct = len(np.unique(raw.reshape(20, -1), axis=0))
+    distinct_12 = len(np.unique(raw[:12].reshape(12, -1), axis=0))
+    images = to_image_tensor(raw)
+    with torch.no_grad():
+        fresh = vision(images)
+    assert not vision._cache  # only a frozen network remembers
+    vision.freeze()
+    first = vision(images[:12])
+    assert len(vision._cache) == distinct_12
+    again = vision(images)  # the first 12 remembered, the rest new, in the caller's order
+    assert len(vision._cache) == distinct
+    torch.testing.assert_close(first, fresh[:12])
+    torch.testing.assert_close(again, fresh)
+    other = VisionLayers((16, 16), 4, pose_dim=2)
+    vision.load_state_dict(other.state_dict())
+    assert not vision._cache
+    with torch.no_grad():
+        torch.testing.assert_close(vision(images), other(images))
