@@ -98,10 +98,6 @@ class GPSSettings:
     """Gradient steps per S-step."""
     first_policy_steps: int = 1000
     """Gradient steps of the first S-step."""
-    learn_from_policy_trials: bool = True
-    """The S-step also fits the new controllers' actions at the states of the policy's own
-    noiseless trials on the training conditions (from the last evaluation), so that it learns
-    to correct where it drifts from the controllers (DAgger-style relabelling)."""
     batch_size: int = 128
     pretrain_images: int = 2000
     """Visuomotor: images of random poses/targets for pretraining the vision layers (10 %
@@ -227,15 +223,14 @@ def collect_pretraining_images(sim: ArmSim, config: TrainConfig, n: int,
 
 
 def _evaluate(sim, builder, conditions, policy, config, cost: Cost) -> tuple[
-    list[Evaluation], int, list[Rollout]
+    list[Evaluation], int
 ]:
-    evals, faults, runs = [], 0, []
+    evals, faults = [], 0
     for c in conditions:
         r = policy_rollout(sim, builder, c, policy, config.horizon, config.dt)
         evals.append(Evaluation(r.final_distance, r.success, float(np.sum(cost.eval(r.X, r.U).l))))
         faults += r.faults
-        runs.append(r)
-    return evals, faults, runs
+    return evals, faults
 
 
 def train(config: TrainConfig, settings: GPSSettings | None = None) -> dict:
@@ -297,7 +292,6 @@ def train(config: TrainConfig, settings: GPSSettings | None = None) -> dict:
                    policy)
         image_size = spec.image_size
         trials = env_steps = eval_trials = 0
-        visited = None
         for i in range(config.iterations):
             on_policy = algo.samples_from_policy()
             batches, observations, faults = [], [], 0
@@ -322,15 +316,10 @@ def train(config: TrainConfig, settings: GPSSettings | None = None) -> dict:
                     None if image_size is None else np.stack([r.images for r in runs])))
                 trials += len(runs)
                 env_steps += len(runs) * config.horizon
-            report = algo.iteration(batches, observations, cost, visited)
+            report = algo.iteration(batches, observations, cost)
 
-            train_eval, f1, train_runs = _evaluate(sim, builder, conditions, policy, config,
-                                                   cost)
-            test_eval, f2, _ = _evaluate(sim, builder, tests, policy, config, cost)
-            if settings.learn_from_policy_trials:
-                visited = [(r.X[None], Observations(
-                    spec.from_states(r.X[None]), None if r.images is None else r.images[None]))
-                    for r in train_runs]
+            train_eval, f1 = _evaluate(sim, builder, conditions, policy, config, cost)
+            test_eval, f2 = _evaluate(sim, builder, tests, policy, config, cost)
             eval_trials += len(train_eval) + len(test_eval)
             record = iteration_record(
                 i, report, train_eval, trials, env_steps, time.perf_counter() - start,
