@@ -71,13 +71,15 @@ class GPSConfig:
     """Gradient steps of the first S-step (the policy starts from scratch); None: as later."""
     sample_on_policy: bool = False
     """MDGPS: sample the global policy (not the local controllers) from iteration 1 on."""
-    marginal_states: int = 20
+    marginal_states: int = 0
     """S-step, state policies: states per condition and step drawn from each new controller's
     state marginal under the fitted dynamics, labelled with the controller's mean action there.
     A handful of real samples per condition says little about how the action should change with
     the state; these draws teach the policy the controllers' feedback around their trajectories
-    (0: real samples only; visuomotor policies always use real samples only: no images exist
-    for drawn states)."""
+    (visuomotor policies always use real samples only: no images exist for drawn states).
+    Off by default: on peg (4 conditions, 12 iterations) 20 draws raised held-out success from
+    20 % to 50 % with seed 0 but made seed 1 diverge (the fitted closed loop's covariance can be
+    huge early on, and so are the drawn states)."""
     init_policy_weight: float = 0.01
     """BADMM: initial nu_t."""
     policy_dual_rate: float = 0.1
