@@ -75,13 +75,13 @@ def _policy_cost(policy, system, cost, x0s):
     return total / len(x0s)
 
 
-@pytest.mark.parametrize("algorithm", [MDGPS, BADMM])
-def test_gps_improves_the_global_policy_on_a_linear_system(algorithm):
+@pytest.mark.parametrize(("algorithm", "marginal_states"), [(MDGPS, 0), (BADMM, 0), (MDGPS, 10)])
+def test_gps_improves_the_global_policy_on_a_linear_system(algorithm, marginal_states):
     rng, system, cost, x0s, zero = _problem()
     policy = make_policy(SPEC, dU, hidden=(32, 32), seed=0)
     config = GPSConfig(lqr=LQRFLMConfig(kl_step=1.0),
                        policy_opt=PolicyOptConfig(steps=150, batch_size=64),
-                       first_policy_steps=300)
+                       first_policy_steps=300, marginal_states=marginal_states)
     algo = algorithm(config, dX, dU, T, [zero] * 3, policy)
     costs = []
     for _ in range(4):
