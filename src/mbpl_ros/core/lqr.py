@@ -115,24 +115,29 @@ def backward_pass_augmented(F: np.ndarray, C: np.ndarray) -> BackwardPassResult:
     Quu_all = np.empty((M, T, dU, dU))
     failed = np.zeros(M, dtype=bool)
     V = np.zeros((M, dX1, dX1))
-    for t in range(T - 1, -1, -1):
-        if t < T - 1:
-            Ft = F[:, t]
-            Q = C[:, t] + np.swapaxes(Ft, -1, -2) @ (V @ Ft)
-        else:
-            Q = C[:, t]
-        Quu = Q[:, dX1:, dX1:]
-        rhs = -Q[:, dX1:, :dX1]
-        # LAPACK posv: Cholesky (which fails unless Q_uu is positive definite) and solve in one.
-        for m in range(M):
-            _, G, info = lapack.dposv(Quu[m], rhs[m], lower=1)
-            if info != 0:  # not positive definite: carry on as if Q_uu were I (result discarded)
-                failed[m] = True
-                G = rhs[m]
-            gains[m, t] = G
-        Quu_all[:, t] = Quu
-        V = Q[:, :dX1, :dX1] + Q[:, :dX1, dX1:] @ gains[:, t]
-        V = 0.5 * (V + np.swapaxes(V, -1, -2))
+    # A failed condition carries on with made-up gains and may overflow; its result is
+    # discarded, and a condition that overflows without failing is marked failed below.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t in range(T - 1, -1, -1):
+            if t < T - 1:
+                Ft = F[:, t]
+                Q = C[:, t] + np.swapaxes(Ft, -1, -2) @ (V @ Ft)
+            else:
+                Q = C[:, t]
+            Quu = Q[:, dX1:, dX1:]
+            rhs = -Q[:, dX1:, :dX1]
+            # LAPACK posv: Cholesky (fails unless Q_uu is positive definite) and solve in one.
+            for m in range(M):
+                if not failed[m]:
+                    _, G, info = lapack.dposv(Quu[m], rhs[m], lower=1)
+                if failed[m] or info != 0:  # not positive definite: carry on as if Q_uu were I
+                    failed[m] = True
+                    G = rhs[m]
+                gains[m, t] = G
+            Quu_all[:, t] = Quu
+            V = Q[:, :dX1, :dX1] + Q[:, :dX1, dX1:] @ gains[:, t]
+            V = 0.5 * (V + np.swapaxes(V, -1, -2))
+    failed |= ~np.isfinite(gains).all(axis=(1, 2, 3))
     return BackwardPassResult(K=gains[..., 1:], k=gains[..., 0], Quu=Quu_all, Vxx=V[:, 1:, 1:],
                               vx=V[:, 1:, 0], failed=failed)
 
