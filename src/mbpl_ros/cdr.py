@@ -76,6 +76,26 @@ class _Reader:
         self.pos += length
         return sec * 1_000_000_000 + nanosec
 
+    def header(self) -> tuple[int, str]:
+        """std_msgs/Header: (stamp in ns, frame_id)."""
+        start = self._need(8)
+        stamp_ns = self.skip_header()
+        length = _UINT32.unpack_from(self.raw, start + 8)[0]
+        frame = self.raw[start + 12:start + 12 + max(length - 1, 0)]
+        return stamp_ns, frame.decode()
+
+    def string_sequence_block(self) -> bytes:
+        """The raw bytes of a sequence of strings (count, then length-prefixed strings): equal
+        bytes mean equal strings, so a reader can decode them only when they change."""
+        self._align(4)
+        start = self.pos
+        count = self.uint32()
+        for _ in range(count):
+            length = self.uint32()
+            self._need(length)
+            self.pos += length
+        return self.raw[ENCAPSULATION_HEADER + start:ENCAPSULATION_HEADER + self.pos]
+
     def float64_sequence(self) -> np.ndarray:
         count = self.uint32()
         if count == 0:
@@ -98,24 +118,116 @@ def read_arm_state(raw: bytes) -> tuple[int, np.ndarray, np.ndarray, np.ndarray,
     return stamp_ns, x, q, qd, target
 
 
+def decode_string_sequence(block: bytes) -> list[str]:
+    """The strings of a block from :meth:`_Reader.string_sequence_block` (which starts 4-byte
+    aligned, so alignment inside it is the message's)."""
+    (count,) = _UINT32.unpack_from(block, 0)
+    pos, strings = 4, []
+    for _ in range(count):
+        pos += -pos % 4
+        (length,) = _UINT32.unpack_from(block, pos)
+        strings.append(block[pos + 4:pos + 3 + length].decode())
+        pos += 4 + length
+    return strings
+
+
+class JointStateReader:
+    """Reads serialized sensor_msgs/JointState messages; decodes the joint names only when their
+    bytes differ from the previous message's (a driver sends the same names every time)."""
+
+    def __init__(self) -> None:
+        self._block: bytes | None = None
+        self._names: list[str] = []
+
+    def read(self, raw: bytes) -> tuple[int, str, list[str], np.ndarray, np.ndarray]:
+        """(stamp_ns, frame_id, names, position, velocity); effort is not read."""
+        reader = _Reader(raw)
+        stamp_ns, frame_id = reader.header()
+        block = reader.string_sequence_block()
+        if block != self._block:
+            self._names, self._block = decode_string_sequence(block), block
+        position = reader.float64_sequence()
+        velocity = reader.float64_sequence()
+        return stamp_ns, frame_id, self._names, position, velocity
+
+
+def _template(msg, arrays: list[np.ndarray]) -> tuple[bytearray, list[int]]:
+    """rclpy's serialization of ``msg`` (whose float64 arrays hold ``arrays``, distinct values
+    found nowhere else) and the byte offset of each array in it."""
+    from rclpy.serialization import serialize_message
+
+    raw = serialize_message(msg)
+    if raw[:2] != CDR_LITTLE_ENDIAN:
+        raise CdrError(f"rclpy serialized with encapsulation {raw[:2].hex()}, not "
+                       "little-endian CDR")
+    offsets = []
+    for a in arrays:
+        start = raw.find(a.astype("<f8").tobytes()) if a.size else -1
+        if a.size and start < 0:
+            raise CdrError("an array is not stored contiguously in rclpy's serialization")
+        offsets.append(start)
+    return bytearray(raw), offsets
+
+
+def _markers(*sizes: int) -> list[np.ndarray]:
+    total = sum(sizes)
+    values = 1.0 + np.arange(total) / (total + 1.0)
+    return np.split(values, np.cumsum(sizes)[:-1])
+
+
+class ArmStateWriter:
+    """Serializes mbpl_interfaces/ArmState messages of one arm (``n`` joints, state dimension
+    ``dX``) by writing stamp and arrays into templates that rclpy's serializer produced (one per
+    frame id and per with/without x)."""
+
+    def __init__(self, n: int, dX: int) -> None:
+        self.n, self.dX = n, dX
+        self._templates: dict[tuple[str, bool], tuple[bytearray, list[int]]] = {}
+
+    def _template_for(self, frame_id: str, with_x: bool) -> tuple[bytearray, list[int]]:
+        key = (frame_id, with_x)
+        if key not in self._templates:
+            from mbpl_interfaces.msg import ArmState
+
+            x, q, qd, target = _markers(self.dX if with_x else 0, self.n, self.n,
+                                        3 if with_x else 0)
+            msg = ArmState(x=x.tolist(), joint_positions=q.tolist(),
+                           joint_velocities=qd.tolist(), target_position=target.tolist())
+            msg.header.frame_id = frame_id
+            self._templates[key] = _template(msg, [x, q, qd, target])
+        return self._templates[key]
+
+    def serialize(self, stamp_ns: int, frame_id: str, q: np.ndarray, qd: np.ndarray,
+                  x: np.ndarray | None = None, target: np.ndarray | None = None) -> bytes:
+        """x and target both given (the full state) or both None (no target yet)."""
+        if (x is None) != (target is None):
+            raise ValueError("x and target: expected both or neither")
+        with_x = x is not None
+        shapes = ((self.dX,), (self.n,), (self.n,), (3,))
+        arrays = (x, q, qd, target)
+        buf, offsets = self._template_for(frame_id, with_x)
+        buf = bytearray(buf)
+        _STAMP.pack_into(buf, ENCAPSULATION_HEADER, *divmod(stamp_ns, 1_000_000_000))
+        for a, shape, start in zip(arrays, shapes, offsets, strict=True):
+            if a is None:
+                continue
+            if a.shape != shape:
+                raise ValueError(f"ArmState array: expected shape {shape}, found {a.shape}")
+            buf[start:start + 8 * a.size] = a.astype("<f8", copy=False).tobytes()
+        return bytes(buf)
+
+
 class Float64ArrayWriter:
     """Serializes std_msgs/Float64MultiArray messages of ``n`` values (empty layout) by writing
     the values into a template that rclpy's own serializer produced once."""
 
     def __init__(self, n: int) -> None:
-        from rclpy.serialization import serialize_message
         from std_msgs.msg import Float64MultiArray
 
         if n < 1:
             raise ValueError(f"n: expected >= 1 values, found {n}")
-        marker = 1.0 + np.arange(n) / (n + 1.0)  # values found nowhere else in the template
-        template = serialize_message(Float64MultiArray(data=marker.tolist()))
-        if template[:2] != CDR_LITTLE_ENDIAN:
-            raise CdrError(f"rclpy serialized with encapsulation {template[:2].hex()}, not "
-                           "little-endian CDR")
-        start = template.find(marker.astype("<f8").tobytes())
-        if start < 0:
-            raise CdrError("the values are not stored contiguously in rclpy's serialization")
+        (marker,) = _markers(n)
+        template, (start,) = _template(Float64MultiArray(data=marker.tolist()), [marker])
         self.n = n
         self._prefix = bytes(template[:start])
         self._suffix = bytes(template[start + 8 * n:])

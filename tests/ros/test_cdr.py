@@ -7,7 +7,14 @@ from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
-from mbpl_ros.cdr import CdrError, Float64ArrayWriter, header_stamp_ns, read_arm_state
+from mbpl_ros.cdr import (
+    ArmStateWriter,
+    CdrError,
+    Float64ArrayWriter,
+    JointStateReader,
+    header_stamp_ns,
+    read_arm_state,
+)
 
 
 def arm_state(rng, frame_id: str, sizes: tuple[int, int, int, int]) -> ArmState:
@@ -60,3 +67,41 @@ def test_float64_array_writer_matches_rclpy(n):
     np.testing.assert_array_equal(deserialize_message(raw, Float64MultiArray).data, values)
     with pytest.raises(ValueError, match="shape"):
         writer.serialize(np.zeros(n + 1))
+
+
+@pytest.mark.parametrize("frame_id", ["", "world", "base_link_with_a_longer_name"])
+def test_joint_state_reader_matches_rclpy(frame_id):
+    rng = np.random.default_rng(len(frame_id))
+    reader = JointStateReader()
+    for names in (["j1", "joint_2", "j3"], ["j1", "joint_2", "j3"], ["abc", "d"]):
+        msg = JointState()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = 7, 123
+        msg.header.frame_id = frame_id
+        msg.name = names
+        msg.position = rng.normal(size=len(names)).tolist()
+        msg.velocity = rng.normal(size=len(names)).tolist()
+        msg.effort = rng.normal(size=len(names)).tolist()
+        stamp_ns, frame, read_names, position, velocity = reader.read(serialize_message(msg))
+        assert (stamp_ns, frame, read_names) == (7_000_000_123, frame_id, names)
+        np.testing.assert_array_equal(position, msg.position)
+        np.testing.assert_array_equal(velocity, msg.velocity)
+
+
+@pytest.mark.parametrize("frame_id", ["", "base", "a_frame_of_odd_length"])
+@pytest.mark.parametrize("with_x", [True, False])
+def test_arm_state_writer_matches_rclpy(frame_id, with_x):
+    rng = np.random.default_rng(3)
+    n, dX = 7, 32
+    writer = ArmStateWriter(n, dX)
+    for stamp_ns in (0, 12_345_678_901):
+        q, qd, x, target = (rng.normal(size=k) for k in (n, n, dX, 3))
+        raw = writer.serialize(stamp_ns, frame_id, q, qd, *((x, target) if with_x else ()))
+        msg = ArmState()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 10**9)
+        msg.header.frame_id = frame_id
+        msg.joint_positions, msg.joint_velocities = q.tolist(), qd.tolist()
+        if with_x:
+            msg.x, msg.target_position = x.tolist(), target.tolist()
+        assert raw == serialize_message(msg)
+    with pytest.raises(ValueError, match="shape"):
+        writer.serialize(0, frame_id, np.zeros(n + 1), np.zeros(n))

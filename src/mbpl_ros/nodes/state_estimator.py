@@ -34,6 +34,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import JointState
 
 from mbpl_ros.arm_state import ArmStateBuilder
+from mbpl_ros.cdr import ArmStateWriter, CdrError, JointStateReader
 from mbpl_ros.nodes.parameters import declare_parameters
 from mbpl_ros.realtime import try_realtime_priority
 from mbpl_sim import DEFAULT_EE_LINK, default_urdf
@@ -79,17 +80,17 @@ class JointOrder:
         self._names = list(names)
         return self._index
 
-    def extract(self, msg: JointState) -> tuple[np.ndarray, np.ndarray]:
+    def extract(self, names: list[str], position: np.ndarray, velocity: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
         """q and qd (n,) in the arm's order; raises JointStateError with the reason."""
-        names = list(msg.name)
         n = len(names)
-        if len(msg.position) != n or len(msg.velocity) != n:
+        if len(position) != n or len(velocity) != n:
             raise JointStateError(f"joint state sizes: expected position and velocity of "
-                                  f"{n} entries (one per name), found {len(msg.position)} and "
-                                  f"{len(msg.velocity)}")
+                                  f"{n} entries (one per name), found {len(position)} and "
+                                  f"{len(velocity)}")
         index = self.index(names)
-        q = np.asarray(msg.position, dtype=float)[index]
-        qd = np.asarray(msg.velocity, dtype=float)[index]
+        q = position[index]
+        qd = velocity[index]
         if not (np.all(np.isfinite(q)) and np.all(np.isfinite(qd))):
             raise JointStateError(f"non-finite joint state: q {q.tolist()}, qd {qd.tolist()}")
         return q, qd
@@ -115,11 +116,16 @@ class StateEstimator(Node):
         self._qd_filtered: np.ndarray | None = None
         self._target: np.ndarray | None = None
         self._target_points: np.ndarray | None = None
-        self._last_joint_state: tuple[object, np.ndarray, np.ndarray] | None = None
+        self._last_joint_state: tuple[int, str, np.ndarray, np.ndarray] | None = None
+        self._reader = JointStateReader()
+        self._writer = ArmStateWriter(self.arm.n_joints, self.builder.layout.dim)
         self._warned_no_target = False
 
         self._state_pub = self.create_publisher(ArmState, "state", STATE_QOS)
-        self.create_subscription(JointState, "joint_states", self._on_joint_state, STATE_QOS)
+        # Serialized in and out (mbpl_ros.cdr): rclpy's message conversion was most of this
+        # node's CPU at 1000 joint states a second.
+        self.create_subscription(JointState, "joint_states", self._on_joint_state, STATE_QOS,
+                                 raw=True)
         self.create_subscription(PointStamped, "target_position", self._on_target, TARGET_QOS)
         if p["initial_target_condition"] >= 0:
             conditions = make_conditions(self.task, self.arm, p["conditions"],
@@ -165,10 +171,11 @@ class StateEstimator(Node):
 
     # ------------------------------------------------------------------------------ inputs
 
-    def _on_joint_state(self, msg: JointState) -> None:
+    def _on_joint_state(self, raw: bytes) -> None:
         try:
-            q, qd_raw = self.joints.extract(msg)
-        except JointStateError as err:
+            stamp_ns, frame_id, names, position, velocity = self._reader.read(raw)
+            q, qd_raw = self.joints.extract(names, position, velocity)
+        except (CdrError, JointStateError) as err:
             self.rejected += 1
             self.get_logger().warning(f"joint state rejected ({self.rejected} so far): {err}",
                                       throttle_duration_sec=1.0)
@@ -178,8 +185,8 @@ class StateEstimator(Node):
         else:
             qd = self.alpha * qd_raw + (1.0 - self.alpha) * self._qd_filtered
         self._qd_filtered = qd
-        self._last_joint_state = (msg.header, q, qd)
-        self._publish(msg.header, q, qd)
+        self._last_joint_state = (stamp_ns, frame_id, q, qd)
+        self._publish(stamp_ns, frame_id, q, qd)
 
     def _on_target(self, msg: PointStamped) -> None:
         target = np.array([msg.point.x, msg.point.y, msg.point.z])
@@ -200,19 +207,18 @@ class StateEstimator(Node):
 
     # ------------------------------------------------------------------------------ output
 
-    def _publish(self, header, q: np.ndarray, qd: np.ndarray) -> None:
-        msg = ArmState()
-        msg.header = header
-        msg.joint_positions = q.tolist()
-        msg.joint_velocities = qd.tolist()
+    def _publish(self, stamp_ns: int, frame_id: str, q: np.ndarray, qd: np.ndarray) -> None:
+        """The ArmState of one joint state (stamp and frame copied from it)."""
         if self._target is not None:
-            msg.x = self.builder.state(q, qd, self._target_points).tolist()
-            msg.target_position = self._target.tolist()
-        elif not self._warned_no_target:
-            self._warned_no_target = True
-            self.get_logger().info("no target on target_position yet: publishing ArmState "
-                                   "without x until one arrives")
-        self._state_pub.publish(msg)
+            x = self.builder.state(q, qd, self._target_points)
+            raw = self._writer.serialize(stamp_ns, frame_id, q, qd, x, self._target)
+        else:
+            if not self._warned_no_target:
+                self._warned_no_target = True
+                self.get_logger().info("no target on target_position yet: publishing ArmState "
+                                       "without x until one arrives")
+            raw = self._writer.serialize(stamp_ns, frame_id, q, qd)
+        self._state_pub.publish(raw)
 
 
 def make_executor(context=None, kind: str = "events"):
