@@ -18,10 +18,12 @@ In real time the loop takes the newest state itself at the start of each tick, a
 read straight into numpy (:mod:`mbpl_ros.cdr`), from a keep-last(1) subscription that no executor
 spins, and publishes the command as bytes: a callback thread receiving 1000 states a second
 competed with the loop for the Python interpreter, and rclpy's message conversion costs ~60 µs a
-message each way here (the README has the measurements). In lockstep the state callback writes the latest-value slot and wakes
-the loop. Callbacks queue requests for the loop (deque appends) and read results the loop queued; the slow work (validating controllers, building rollout messages,
-service calls to the bridge, waiting for the estimator to show the target) runs as coroutines on
-the ROS executor thread, never in the loop.
+message each way here (the README has the measurements). In lockstep the state callback writes
+the latest-value slot and wakes the loop. Callbacks queue requests for the loop (deque appends)
+and read results the loop queued; the slow work (validating controllers, loading policy files,
+building rollout messages, service calls to the bridge, waiting for the estimator to show the
+target) runs as coroutines on the ROS executor thread (or its policy loader thread), never in the
+loop.
 
 Neural policies (a RunTrial goal with ``policy_path``): the file is read and checked for this
 robot and state layout while the goal is validated, in a worker thread (the first one imports
