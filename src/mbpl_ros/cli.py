@@ -76,16 +76,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise SystemExit("--resume needs --out (the run directory of the stopped session)")
     config = TrainConfig.from_args(args)
     if config.algorithm in ("mdgps", "badmm"):
-        if config.graph != "direct":
-            raise SystemExit(f"--algorithm {config.algorithm} runs with --graph direct only "
-                             "(the ROS graph trains lqr-flm)")
         from mbpl_ros.training.gps_loop import GPSSettings
-        from mbpl_ros.training.gps_loop import train as train_gps
 
-        summary = train_gps(config, GPSSettings(
-            policy=args.policy, test_conditions=args.test_conditions,
-            sample_on_policy=args.on_policy, policy_steps=args.policy_steps,
-            threads=args.threads))
+        settings = GPSSettings(policy=args.policy, test_conditions=args.test_conditions,
+                               sample_on_policy=args.on_policy, policy_steps=args.policy_steps,
+                               threads=args.threads)
+        if config.graph == "ros":
+            from mbpl_ros.training.ros_graph import train as train_ros
+
+            summary = train_ros(config, settings)
+        else:
+            from mbpl_ros.training.gps_loop import train as train_gps
+
+            summary = train_gps(config, settings)
     elif config.graph == "ros":
         from mbpl_ros.training.ros_graph import train as train_ros
 

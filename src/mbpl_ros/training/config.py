@@ -36,7 +36,7 @@ class TrainConfig:
     backend: str = "mujoco"
     """mujoco or pybullet; real: a real arm trained through the ROS graph (launch/real_arm)."""
     algorithm: str = "lqr-flm"
-    """Only lqr-flm for now."""
+    """lqr-flm (local controllers only), mdgps or badmm (guided policy search)."""
     graph: str = "direct"
     """direct: the simulator runs in this process; ros: a graph of ROS 2 node processes (sim
     bridges, state estimators, controller executors, dynamics fitter, trainer) over DDS."""
