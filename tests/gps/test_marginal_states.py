@@ -4,7 +4,7 @@ import numpy as np
 
 from mbpl_ros.core.controllers import LinearGaussianController
 from mbpl_ros.core.dynamics import LinearGaussianDynamics
-from mbpl_ros.gps.algorithm import draw_marginal_states
+from mbpl_ros.gps.algorithm import anchor_to_samples, draw_marginal_states
 
 
 def test_drawn_states_match_simulated_closed_loop_rollouts():
@@ -36,3 +36,18 @@ def test_drawn_states_match_simulated_closed_loop_rollouts():
         np.testing.assert_allclose(drawn[:, t].mean(0), simulated[t].mean(0), atol=0.02)
         np.testing.assert_allclose(np.cov(drawn[:, t].T), np.cov(simulated[t].T), atol=0.02)
     np.testing.assert_allclose(drawn[:, 0, 1], x0_mean[1], atol=1e-9)  # zero variance stays
+
+
+def test_anchoring_recentres_on_the_samples_and_only_shrinks_the_spread():
+    rng = np.random.default_rng(2)
+    X = rng.normal(loc=1.0, scale=0.1, size=(5, 4, 3))  # real samples
+    wide = rng.normal(loc=-3.0, scale=10.0, size=(500, 4, 3))  # a model far off
+    narrow = X.mean(0) + rng.normal(scale=0.001, size=(500, 4, 3))
+    out_wide, out_narrow = anchor_to_samples(wide, X), anchor_to_samples(narrow, X)
+    np.testing.assert_allclose(out_wide.mean(0), X.mean(0), atol=1e-12)
+    sample_var = X.var(0).sum(-1)
+    np.testing.assert_allclose(out_wide.var(0).sum(-1), sample_var, rtol=1e-9)
+    np.testing.assert_allclose(out_narrow.var(0).sum(-1), narrow.var(0).sum(-1), rtol=1e-9)
+    # The model's correlation structure survives the scaling.
+    np.testing.assert_allclose(np.corrcoef(out_wide[:, 2].T), np.corrcoef(wide[:, 2].T),
+                               atol=1e-9)
