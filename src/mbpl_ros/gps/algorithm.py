@@ -238,14 +238,28 @@ class _GPS:
             raise MismatchError(f"{self.name}.iteration: expected 1 or {M} costs")
         return costs
 
-    def _fit_models(self, batches: Sequence[SampleBatch], costs: list[Cost]) -> tuple[
+    def _fit_models(self, batches: Sequence[SampleBatch], costs: list[Cost],
+                    dynamics: Sequence[LinearGaussianDynamics] | None = None) -> tuple[
         list[LinearGaussianDynamics], QuadraticCost, np.ndarray
     ]:
+        """Dynamics (fitted here with the GMM prior unless given, e.g. by a dynamics_fitter
+        node that keeps the prior itself) and the cost's quadratic expansion."""
         cfg = self.config.lqr
-        if cfg.use_prior:
-            self.prior.update(batches)
-        dynamics = fit_dynamics_batch(batches, self.prior if cfg.use_prior else None,
-                                      cfg.dynamics_regularization, cfg.initial_state_var)
+        if dynamics is None:
+            if cfg.use_prior:
+                self.prior.update(batches)
+            dynamics = fit_dynamics_batch(batches, self.prior if cfg.use_prior else None,
+                                          cfg.dynamics_regularization, cfg.initial_state_var)
+        else:
+            dynamics = list(dynamics)
+            if len(dynamics) != self.conditions:
+                raise MismatchError(f"{self.name}.iteration: expected dynamics for "
+                                    f"{self.conditions} conditions, found {len(dynamics)}")
+            for m, d in enumerate(dynamics):
+                if (d.T, d.dX, d.dU) != (self.T, self.dX, self.dU):
+                    raise MismatchError(f"{self.name}.iteration: dynamics of condition {m}: "
+                                        f"expected T={self.T}, dX={self.dX}, dU={self.dU}, "
+                                        f"found T={d.T}, dX={d.dX}, dU={d.dU}")
         models, means = [], []
         for c, b in zip(costs, batches, strict=True):
             q, l = quadratic_cost_from_samples(c, b.X, b.U)
@@ -383,14 +397,17 @@ class MDGPS(_GPS):
         return self.config.sample_on_policy and self._iteration > 0
 
     def iteration(self, batches: Sequence[SampleBatch], observations: Sequence[Observations],
-                  cost: Cost | Sequence[Cost]) -> GPSIterationReport:
-        """One MDGPS iteration: fit dynamics, (first time: fit the policy to the controllers),
-        linearise the policy, adapt the step, C-step against pi_hat, S-step."""
+                  cost: Cost | Sequence[Cost],
+                  dynamics: Sequence[LinearGaussianDynamics] | None = None
+                  ) -> GPSIterationReport:
+        """One MDGPS iteration: fit dynamics (unless ``dynamics`` are given), (first time: fit
+        the policy to the controllers), linearise the policy, adapt the step, C-step against
+        pi_hat, S-step."""
         costs = self._check(batches, observations, cost)
         cfg = self.config
         with blas_threads(cfg.lqr.blas_threads):
             start = time.perf_counter()
-            dynamics, quad, mean_cost = self._fit_models(batches, costs)
+            dynamics, quad, mean_cost = self._fit_models(batches, costs, dynamics)
             policy_s = self._fit_initial_policy(batches, observations)
             lins = self._linearize(batches, observations)
             fit_done = time.perf_counter()
@@ -474,14 +491,17 @@ class BADMM(_GPS):
         return kl
 
     def iteration(self, batches: Sequence[SampleBatch], observations: Sequence[Observations],
-                  cost: Cost | Sequence[Cost]) -> GPSIterationReport:
-        """One BADMM iteration: fit dynamics, linearise the policy, dual step, C-step on the
-        augmented cost (trust region against the previous controller), S-step."""
+                  cost: Cost | Sequence[Cost],
+                  dynamics: Sequence[LinearGaussianDynamics] | None = None
+                  ) -> GPSIterationReport:
+        """One BADMM iteration: fit dynamics (unless ``dynamics`` are given), linearise the
+        policy, dual step, C-step on the augmented cost (trust region against the previous
+        controller), S-step."""
         costs = self._check(batches, observations, cost)
         cfg = self.config
         with blas_threads(cfg.lqr.blas_threads):
             start = time.perf_counter()
-            dynamics, quad, mean_cost = self._fit_models(batches, costs)
+            dynamics, quad, mean_cost = self._fit_models(batches, costs, dynamics)
             policy_s = self._fit_initial_policy(batches, observations)
             lins = self._linearize(batches, observations)
             if self._iteration > 0:

@@ -544,8 +544,8 @@ class GpsTrainer(Node):
     # ---------------------------------------------------------------- guided policy search
 
     def _new_gps(self):
-        """A fresh MDGPS / BADMM taking its dynamics from the fitter (``_FitterDynamics``)."""
-        from mbpl_ros.gps.algorithm import GPSConfig
+        """A fresh MDGPS / BADMM (each iteration gets its dynamics from the fitter node)."""
+        from mbpl_ros.gps.algorithm import BADMM, MDGPS, GPSConfig
         from mbpl_ros.gps.policy import ObservationSpec, make_policy
         from mbpl_ros.gps.policy_opt import PolicyOptConfig
 
@@ -558,15 +558,17 @@ class GpsTrainer(Node):
             policy_opt=PolicyOptConfig(steps=st.policy_steps, batch_size=st.batch_size,
                                        seed=cfg.seed),
             first_policy_steps=st.first_policy_steps, sample_on_policy=st.sample_on_policy)
-        cls = _fitted_gps_class(cfg.algorithm)
+        cls = {"mdgps": MDGPS, "badmm": BADMM}[cfg.algorithm]
         return cls(gps_config, layout.dim, layout.action_dim, cfg.horizon, problem.initial,
                    policy)
 
     def _restore_or_start_gps(self, summary_path: Path, extra: dict) -> tuple[object, dict]:
         import torch
 
+        from mbpl_ros.training.gps_loop import settings_dict
+
         cfg = self.config
-        settings = gps_settings_dict(self.gps)
+        settings = settings_dict(self.gps)
         state_path = cfg.out / GPS_STATE
         algo = self._new_gps()
         if not (cfg.resume and state_path.exists() and summary_path.exists()):
@@ -656,10 +658,7 @@ class GpsTrainer(Node):
         self._publish_status(i, "fitting")
         dynamics = self._fit(i, [o.msg for g in good for o in g])
         self._publish_status(i, "optimising")
-        report = algo.iteration_with(batches, observations, problem.cost, dynamics)
-        if not algo.used_fitter_dynamics:
-            self.get_logger().warning(f"{cfg.algorithm} fitted its own dynamics instead of the "
-                                      "fitter's (the adapter's hook was not called)")
+        report = algo.iteration(batches, observations, problem.cost, dynamics=dynamics)
 
         self._publish_status(i, "evaluating")
         path = str(self._iteration_policy(i))
@@ -916,70 +915,9 @@ class GpsTrainer(Node):
             self.bag.write(STATUS_TOPIC, msg)
 
 
-# ------------------------------------------------------------------------------- GPS adapter
+# ------------------------------------------------------------------------------- GPS state
 
 GPS_STATE_FORMAT = "mbpl_ros.gps_trainer_state"
-
-
-class _FitterDynamics:
-    """Mixed into MDGPS / BADMM: an iteration on the dynamics the dynamics_fitter node fitted
-    (it keeps the GMM prior across iterations and is rebuilt from the bag on resume, as for
-    LQR-FLM) instead of the algorithm's own fit. The algorithms fit in ``_fit_models``; this
-    replaces only its dynamics and keeps its cost expansion."""
-
-    _fitter_dynamics = None
-    used_fitter_dynamics = False
-
-    def iteration_with(self, batches, observations, cost, dynamics):
-        """``iteration(batches, observations, cost)`` with the fitter's ``dynamics``."""
-        for m, d in enumerate(dynamics):
-            if (d.T, d.dX, d.dU) != (self.T, self.dX, self.dU):
-                raise TrainingError(f"fitted dynamics of condition {m}: expected T={self.T}, "
-                                    f"dX={self.dX}, dU={self.dU}, found T={d.T}, dX={d.dX}, "
-                                    f"dU={d.dU}")
-        self._fitter_dynamics = list(dynamics)
-        self.used_fitter_dynamics = False
-        try:
-            return self.iteration(batches, observations, cost)
-        finally:
-            self._fitter_dynamics = None
-
-    def _fit_models(self, batches, costs):
-        dynamics = self._fitter_dynamics
-        if dynamics is None:
-            return super()._fit_models(batches, costs)
-        from mbpl_ros.core.trajopt import QuadraticCost, quadratic_cost_from_samples
-
-        self.used_fitter_dynamics = True
-        models, means = [], []
-        for c, b in zip(costs, batches, strict=True):
-            q, l = quadratic_cost_from_samples(c, b.X, b.U)
-            models.append(q)
-            means.append(l.sum(axis=-1).mean())
-        return dynamics, QuadraticCost.stack(models), np.asarray(means)
-
-
-_GPS_CLASSES: dict[str, type] = {}
-
-
-def _fitted_gps_class(algorithm: str) -> type:
-    """MDGPS or BADMM with :class:`_FitterDynamics` (built on first use: importing them imports
-    torch, which an LQR-FLM session does not need)."""
-    if algorithm not in _GPS_CLASSES:
-        from mbpl_ros.gps.algorithm import BADMM, MDGPS
-
-        base = {"mdgps": MDGPS, "badmm": BADMM}[algorithm]
-        _GPS_CLASSES[algorithm] = type(f"Fitter{base.__name__}", (_FitterDynamics, base), {})
-    return _GPS_CLASSES[algorithm]
-
-
-def gps_settings_dict(settings) -> dict:
-    """GPSSettings as summary.json stores them (lists for tuples)."""
-    from dataclasses import asdict
-
-    d = asdict(settings)
-    d["hidden"], d["image_size"] = list(settings.hidden), list(settings.image_size)
-    return d
 
 
 def _rate(evals: list[Evaluation]) -> float | None:

@@ -262,7 +262,7 @@ def train(config: TrainConfig, settings: GPSSettings | None = None) -> dict:
                              seed=config.seed)
         if settings.policy == "visuomotor":
             policy.network = visuomotor_network(spec, layout.action_dim, settings, config.seed)
-        summary = new_summary(config, sim.description, gps=_settings_dict(settings))
+        summary = new_summary(config, sim.description, gps=settings_dict(settings))
         start = time.perf_counter()
         if settings.policy == "visuomotor":
             images, targets = collect_pretraining_images(
@@ -366,7 +366,8 @@ def _rate(evals: list[Evaluation]) -> float | None:
     return float(np.mean([e.success for e in evals])) if evals else None
 
 
-def _settings_dict(settings: GPSSettings) -> dict:
+def settings_dict(settings: GPSSettings) -> dict:
+    """GPSSettings as summary.json stores them (lists for tuples)."""
     d = asdict(settings)
     d["hidden"], d["image_size"] = list(settings.hidden), list(settings.image_size)
     return d
