@@ -48,6 +48,10 @@ class SimConfig:
             image and PyBullet's TinyRenderer, which has no anti-aliasing, drops it or not
             depending on where it falls; averaged, it is a faint blob that moves smoothly.
         table: add a table top (a plane at z = 0) that the arm and the task objects rest on.
+        contact_friction: Coulomb friction coefficient of every contact (0.5: dry metal on
+            metal). Set per engine so that the *combined* coefficient is this in both: MuJoCo
+            takes the larger of two geoms' values, Bullet their product; left at the engines'
+            defaults they differed fourfold (MuJoCo 1.0, PyBullet 0.5 x 0.5 = 0.25).
     """
 
     timestep: float = 0.001
@@ -58,8 +62,11 @@ class SimConfig:
     camera_far: float = 5.0
     camera_supersample: int = 1
     table: bool = True
+    contact_friction: float = 0.5
 
     def __post_init__(self) -> None:
+        if not self.contact_friction >= 0:
+            raise ValueError(f"contact_friction: expected >= 0, found {self.contact_friction}")
         if not 0 < self.timestep <= 0.01:
             raise ValueError(f"timestep: expected 0 < timestep <= 0.01 s, found {self.timestep}")
         if not 0 < self.camera_fovy_deg < 180:

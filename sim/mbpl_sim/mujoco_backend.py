@@ -95,6 +95,7 @@ class MujocoSim(ArmSim):
         except ValueError as err:
             raise UrdfError(f"MuJoCo cannot compile {description.urdf_path.name}: {err}") from err
 
+        model.geom_friction[:, 0] = config.contact_friction  # contacts take the larger value
         model.vis.map.znear = config.camera_near / model.stat.extent
         model.vis.map.zfar = config.camera_far / model.stat.extent
         self._model = model

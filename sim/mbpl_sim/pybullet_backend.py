@@ -101,6 +101,12 @@ class PybulletSim(ArmSim):
                 basePosition=[0.0, 0.0, -half[2]],
             )
         self._target = _create_task_object(client, task)
+        # Bullet multiplies the two bodies' coefficients.
+        friction = float(np.sqrt(config.contact_friction))
+        for body in range(client.getNumBodies()):
+            body_id = client.getBodyUniqueId(body)
+            for link in range(-1, client.getNumJoints(body_id)):
+                client.changeDynamics(body_id, link, lateralFriction=friction)
         self._projection: dict[tuple[int, int], list[float]] = {}
         centre = (task.target_low + task.target_high) / 2
         self._place_target(centre)
