@@ -34,7 +34,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -361,14 +361,12 @@ class ExecutorCore:
             self._abort(f"state x lost mid-trial: expected {trial.spec.controller.dX} entries, "
                         f"found {found}", Mode.HOLD)
             return None
-        action, new_step = trial.tick(x, sample.stamp)
+        action, new_step = trial.tick(x, sample.stamp, sample.stamp_ns or None)
         if action is None:
             result = trial.result()
             if self._trial_stale_steps:
-                result = TrialResult(result.spec, result.states, result.actions, result.stamps,
-                                     False, result.reason + f"; {self._trial_stale_steps} steps "
-                                     "used a state older than the stale-hold limit",
-                                     result.altered_ticks, result.policy_faults)
+                result = replace(result, reason=result.reason + f"; {self._trial_stale_steps} "
+                                 "steps used a state older than the stale-hold limit")
             self._finish_trial(result, Mode.HOLD, f"trial {trial.spec.trial_id} complete")
             return None
         if new_step and trial.fault is not None:

@@ -19,7 +19,7 @@ through :attr:`TrialRun.fault`, so the loop can log them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -79,6 +79,8 @@ class TrialResult:
         reason: why it was aborted, or a summary.
         altered_ticks: ticks on which the safety filter changed the held action.
         policy_faults: steps whose action the actor replaced by zero torque (non-finite values).
+        stamps_ns: (len(states),) the states' header stamps, absolute integer ns (to pair each
+            state exactly with other data of its instant, e.g. its camera frame).
     """
 
     spec: TrialSpec
@@ -89,6 +91,7 @@ class TrialResult:
     reason: str
     altered_ticks: int = 0
     policy_faults: int = 0
+    stamps_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 class TrialRun:
@@ -100,6 +103,7 @@ class TrialRun:
         self._states = np.empty((spec.horizon + 1, c.dX))
         self._actions = np.empty((spec.horizon, c.dU))
         self._stamps = np.empty(spec.horizon + 1)
+        self._stamps_ns = np.zeros(spec.horizon + 1, dtype=np.int64)
         self._n_states = 0
         self._n_actions = 0
         self._tick = 0
@@ -126,8 +130,10 @@ class TrialRun:
         """Header stamp (absolute, s) of the last recorded state."""
         return None if self._n_states == 0 else float(self._stamps[self._n_states - 1])
 
-    def tick(self, x: np.ndarray, stamp: float) -> tuple[np.ndarray | None, bool]:
-        """Advance one control tick with the latest state ``x`` (dX,) stamped ``stamp`` (s).
+    def tick(self, x: np.ndarray, stamp: float,
+             stamp_ns: int | None = None) -> tuple[np.ndarray | None, bool]:
+        """Advance one control tick with the latest state ``x`` (dX,) stamped ``stamp`` (s; the
+        same in integer ns: ``stamp_ns``, default derived from ``stamp``).
 
         Returns:
             (action, new_step): the action to send this tick (None once the trial is complete:
@@ -143,6 +149,7 @@ class TrialRun:
         t = self._tick // n
         self._states[t] = x
         self._stamps[t] = stamp
+        self._stamps_ns[t] = round(stamp * 1e9) if stamp_ns is None else stamp_ns
         self._n_states = t + 1
         if t == self.spec.horizon:
             self.done = True
@@ -184,4 +191,4 @@ class TrialRun:
                            "(zero torque sent instead)")
         return TrialResult(self.spec, self._states[:n].copy(),
                            self._actions[:self._n_actions].copy(), stamps, aborted, reason,
-                           self.altered_ticks, self.policy_faults)
+                           self.altered_ticks, self.policy_faults, self._stamps_ns[:n].copy())

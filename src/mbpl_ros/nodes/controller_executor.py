@@ -5,7 +5,12 @@ wires it to ROS).
 Topics (relative, so a namespace gives one executor per arm):
   in   state                        mbpl_interfaces/ArmState (from the state_estimator)
   out  effort_controller/commands   std_msgs/Float64MultiArray, one effort per joint, URDF order
+  in   camera/image_raw             sensor_msgs/Image (camera_topic), only kept while a trial
+                                    with record_images runs
   out  target_position              geometry_msgs/PointStamped, transient local (trial targets)
+  out  target                       mbpl_interfaces/Target, transient local: the same target with
+                                    the goal of every ee point (an arm given by its own URDF
+                                    reaches goals from its forward kinematics, not tool-down ones)
   out  rollouts                     mbpl_interfaces/Rollout (every finished or aborted trial)
   out  ~/status                     mbpl_interfaces/ExecutorStatus (status_rate_hz, and on mode
                                     changes)
@@ -37,6 +42,17 @@ interpreter for stretches of up to hundreds of ms on a busy 2-core machine, whic
 real-time loop running in the same process: set ``preload_torch`` to import it at start-up, before
 the loop runs.
 
+Camera frames (a RunTrial goal with ``record_images``): the subscription hands the ROS thread
+serialized bytes, which are only queued while such a trial runs (nothing is decoded, and nothing
+reaches the loop thread). When the trial ends, each state x_t (t < T) gets the newest frame stamped
+at or before it and at most ``image_max_age_s`` older, and the rollout carries them in ``images``:
+the sim bridge in lockstep renders a frame with every joint state, so that is the frame of x_t's
+very instant. Frames still missing ``image_wait_s`` after the trial abort it, with the steps
+named. Why in the rollout and not on a topic of their own: the rollout is the unit of training
+data (the trainer's bag, resume, a visuomotor S-step need o_t next to x_t and u_t of one trial),
+its index pairs frame and state without any matching downstream, and sensor_msgs/Image has no
+field for the trial it belongs to.
+
 lockstep vs real time: see :mod:`mbpl_ros.executor.core`. In lockstep a reset calls the bridge's
 reset service (the simulator teleports) instead of running the PD reset, and the staleness
 watchdog only measures how long a sent command has gone unanswered (lockstep_timeout_s).
@@ -49,15 +65,16 @@ import json
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from geometry_msgs.msg import PointStamped
+from geometry_msgs.msg import Point, PointStamped
 from mbpl_interfaces.action import RunTrial
-from mbpl_interfaces.msg import ArmState, ExecutorStatus, Rollout
+from mbpl_interfaces.msg import ArmState, ExecutorStatus, Rollout, Target
 from mbpl_interfaces.srv import ResetToCondition
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
@@ -66,7 +83,10 @@ from rclpy.exceptions import ParameterUninitializedException
 from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
 from rclpy.task import Future
+from sensor_msgs.msg import Image
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
@@ -105,9 +125,10 @@ from mbpl_ros.executor import (
 from mbpl_ros.nodes.parameters import declare_parameters
 from mbpl_ros.nodes.state_estimator import STATE_QOS, TARGET_QOS, run_node
 from mbpl_ros.realtime import DeadlineLoop, LatestValue, try_realtime_priority
+from mbpl_ros.training.direct import task_conditions
 from mbpl_sim import DEFAULT_EE_LINK, default_urdf
 from mbpl_sim.description import ArmDescription
-from mbpl_sim.tasks import TASK_NAMES, Condition, make_conditions, make_task, task_kinematics
+from mbpl_sim.tasks import TASK_NAMES, Condition, make_task, task_kinematics
 
 TIME_BASES = ("realtime", "lockstep")
 INITIAL_MODES = ("idle", "hold")
@@ -154,8 +175,9 @@ class ControllerExecutor(Node):
         self.task = make_task(p["task"])
         self.layout = StateLayout(self.arm.n_joints, self.task.n_points)
         self.state_names: list[str] = self.layout.names()
-        self.conditions: list[Condition] = make_conditions(
-            self.task, self.arm, p["conditions"], np.random.default_rng(p["seed"]))
+        self.conditions: list[Condition] = task_conditions(
+            self.task, self.arm, p["conditions"], np.random.default_rng(p["seed"]),
+            own_urdf=bool(p["urdf"]))
         self.period_s: float = 1.0 / p["loop_rate_hz"]
         self.dt: float = p["dt"]
         self.target_wait_s: float = p["target_wait_s"]
@@ -165,6 +187,11 @@ class ControllerExecutor(Node):
         self.ros_executor: str = p["ros_executor"]
         self.stats_file: str = p["stats_file"]
         self.policy_load_timeout_s: float = p["policy_load_timeout_s"]
+        self.camera_topic: str = p["camera_topic"]
+        self.image_max_age_s: float = p["image_max_age_s"]
+        self.image_wait_s: float = p["image_wait_s"]
+        self._frames: deque[bytes] | None = None
+        """Serialized camera frames of the running record_images trial (None: not recording)."""
         self._policies = PolicyCache(self.arm.joint_names, self.state_names,
                                      threads=p["policy_threads"])
         # One worker: policy files load one at a time, off the ROS thread.
@@ -217,6 +244,14 @@ class ControllerExecutor(Node):
         self._command_pub = self.create_publisher(
             Float64MultiArray, "effort_controller/commands", STATE_QOS)
         self._target_pub = self.create_publisher(PointStamped, "target_position", TARGET_QOS)
+        self._target_points_pub = self.create_publisher(Target, "target", TARGET_QOS)
+        self._camera_sub = None
+        if self.camera_topic:
+            # Raw bytes: a frame is only decoded if a trial wants it, after the trial.
+            self._camera_sub = self.create_subscription(
+                Image, self.camera_topic, self._on_image,
+                QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE), raw=True,
+                callback_group=group)
         self._rollout_pub = self.create_publisher(Rollout, "rollouts", 10)
         self._status_pub = self.create_publisher(ExecutorStatus, "~/status", 10)
         if self.lockstep:
@@ -310,6 +345,14 @@ class ControllerExecutor(Node):
                                     "this many seconds (a short window keeps the status "
                                     "percentile cheap for the ROS thread)"),
             "stats_file": ("", "write loop statistics here (JSON) at shutdown; empty: none"),
+            "camera_topic": ("camera/image_raw",
+                             "camera images for RunTrial goals with record_images (relative "
+                             "names resolve in this node's namespace); empty: such goals are "
+                             "refused"),
+            "image_max_age_s": (0.1, "record_images: a state's frame is the newest one stamped "
+                                     "at or before it and at most this much older, s"),
+            "image_wait_s": (2.0, "record_images: wait this long after a trial for frames "
+                                  "still in flight before aborting it, s"),
             "policy_load_timeout_s": (120.0, "refuse a policy goal whose file is not loaded "
                                              "within this long (the first one imports torch), s"),
             "policy_threads": (1, "torch threads for loading policies (and evaluating networks "
@@ -350,7 +393,7 @@ class ControllerExecutor(Node):
             raise ValueError(f"conditions: expected >= 1, found {v['conditions']}")
         positive = ("loop_rate_hz", "pd_frequency_hz", "policy_load_timeout_s",
                     "stale_hold_ms", "stale_stop_ms", "lockstep_timeout_s", "bridge_timeout_s",
-                    "target_wait_s", "status_rate_hz",
+                    "target_wait_s", "status_rate_hz", "image_max_age_s", "image_wait_s",
                     "stats_window_s", "reset_position_tolerance", "reset_velocity_tolerance",
                     "reset_timeout_s", "reset_max_velocity")
         for name in positive:
@@ -580,14 +623,26 @@ class ControllerExecutor(Node):
                 or not np.all(np.isfinite(request.target_position))):
             raise GoalError(f"target position: expected 3 finite coordinates, found "
                             f"{list(request.target_position)}")
+        n_points = self.task.n_points
+        if len(request.target_points) and (
+                not len(request.target_position) or len(request.target_points) != 3 * n_points
+                or not np.all(np.isfinite(request.target_points))):
+            raise GoalError(f"target points: expected {3 * n_points} finite coordinates (one xyz "
+                            f"per ee point of the {self.task.name} task) with a target_position, "
+                            f"found {len(request.target_points)}"
+                            + ("" if len(request.target_position) else " without one"))
         base = self.conditions[min(index, len(self.conditions) - 1)]
         q = np.asarray(request.joint_positions, dtype=float) if len(request.joint_positions) \
             else base.joint_positions
-        target = np.asarray(request.target_position, dtype=float) \
-            if len(request.target_position) else base.target_position
+        if len(request.target_position):
+            target = np.asarray(request.target_position, dtype=float)
+            points = np.asarray(request.target_points, dtype=float).reshape(n_points, 3) \
+                if len(request.target_points) else None
+        else:
+            target, points = base.target_position, base.target_points
         try:
             q = self.arm.check_positions(q, "reset joint positions")
-            return Condition(q, target)
+            return Condition(q, target, points)
         except ValueError as err:
             raise GoalError(str(err)) from err
 
@@ -598,11 +653,18 @@ class ControllerExecutor(Node):
             return f"busy: the executor is in {self.core.mode.value} ({self.core.reason})"
         return None
 
-    def _publish_target(self, target: np.ndarray) -> None:
+    def _publish_target(self, condition: Condition) -> None:
+        """The condition's target on both target topics (Target with it the ee point goals)."""
         msg = PointStamped()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.header.frame_id = self.arm.root_link
-        msg.point.x, msg.point.y, msg.point.z = (float(v) for v in target)
+        msg.point.x, msg.point.y, msg.point.z = (float(v) for v in condition.target_position)
+        full = Target(header=msg.header, position=msg.point)
+        full.points = [Point(x=float(x), y=float(y), z=float(z))
+                       for x, y, z in self.task.target_points(condition)]
+        # Target first: an estimator that reads both then never measures from the tool-down
+        # points of a position whose real goals are on their way.
+        self._target_points_pub.publish(full)
         self._target_pub.publish(msg)
 
     def _state_shows(self, target: np.ndarray, q_goal: np.ndarray | None) -> bool:
@@ -623,7 +685,7 @@ class ControllerExecutor(Node):
         until the state shows its joint positions and target."""
         token = next(self._tokens)
         future = self._expect(token)
-        self._publish_target(condition.target_position)
+        self._publish_target(condition)
         if not self.lockstep:
             self._submit(StartReset(token, condition.joint_positions))
             event: ResetFinished = await future
@@ -647,7 +709,7 @@ class ControllerExecutor(Node):
                 # The bridge publishes the reset state once; right after start-up the
                 # estimator's subscription may not have matched yet and lost it. A reset is
                 # idempotent and publishes the state again.
-                self._publish_target(condition.target_position)
+                self._publish_target(condition)
                 ok, reason = await self._call_bridge_reset(request)
                 if not ok:
                     return False, reason
@@ -725,8 +787,11 @@ class ControllerExecutor(Node):
         raises GoalError with the reason."""
         request = ResetToCondition.Request(condition=goal.condition,
                                            joint_positions=goal.joint_positions,
-                                           target_position=goal.target_position)
+                                           target_position=goal.target_position,
+                                           target_points=goal.target_points)
         condition = self._condition(request)
+        if goal.record_images:
+            self._check_camera()
         if goal.policy_path:
             return self._policy_plan(goal, request, condition)
         if len(goal.policy_noise):
@@ -829,8 +894,6 @@ class ControllerExecutor(Node):
             self.get_logger().error(f"RunTrial goal rejected: {err}")
             self._publish_status(reason=f"RunTrial goal rejected: {err}")
             return GoalResponse.REJECT
-        if goal.record_images:
-            self.get_logger().warning("record_images is not supported yet: ignored")
         self._validated = (goal, plan)
         self._trial_busy = True
         return GoalResponse.ACCEPT
@@ -840,6 +903,54 @@ class ControllerExecutor(Node):
         if token is not None:
             self._submit(CancelTrial(token, "trial canceled by the client"))
         return CancelResponse.ACCEPT
+
+    def _check_camera(self) -> None:
+        """Raises GoalError unless camera frames can be recorded."""
+        if self._camera_sub is None:
+            raise GoalError("record_images: this executor has no camera (camera_topic is empty)")
+        topic = self._camera_sub.topic_name
+        if self.count_publishers(topic) == 0:
+            raise GoalError(f"record_images: nothing publishes {topic} (is the sim bridge's "
+                            "camera on? camera_rate_hz > 0)")
+
+    def _on_image(self, raw: bytes) -> None:
+        frames = self._frames
+        if frames is not None:
+            frames.append(raw)
+
+    async def _trial_images(self, result: TrialResult) -> tuple[list[Image], str]:
+        """The frame of each state x_0..x_{T-1} of a finished trial, or ([], why not)."""
+        wanted = result.stamps_ns[:len(result.actions)]
+        max_age_ns = round(self.image_max_age_s * 1e9)
+        # stamp ns -> frame; a later arrival with the same stamp (a new episode's: the sim
+        # clock restarts at every reset) replaces an earlier one
+        decoded: dict[int, Image] = {}
+        frames = self._frames
+
+        def pick() -> tuple[list[Image], list[int]]:
+            while frames:
+                msg = deserialize_message(frames.popleft(), Image)
+                decoded[msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec] = msg
+            stamps = np.array(sorted(decoded), dtype=np.int64)
+            chosen, missing = [], []
+            for t, stamp in enumerate(wanted):
+                i = int(np.searchsorted(stamps, stamp, side="right")) - 1
+                if i < 0 or stamp - stamps[i] > max_age_ns:
+                    missing.append(t)
+                else:
+                    chosen.append(decoded[int(stamps[i])])
+            return chosen, missing
+
+        images, missing = pick()
+        if missing:
+            await self._wait_until(lambda: not pick()[1], self.image_wait_s, 0.02)
+            images, missing = pick()
+        if missing:
+            shown = missing[:10] + (["..."] if len(missing) > 10 else [])
+            return [], (f"record_images: no camera frame on {self._camera_sub.topic_name} at "
+                        f"most {self.image_max_age_s:g} s before the state of steps {shown} "
+                        f"({len(missing)} of {len(wanted)})")
+        return images, ""
 
     async def _execute_trial(self, goal_handle) -> RunTrial.Result:
         goal = goal_handle.request
@@ -859,8 +970,19 @@ class ControllerExecutor(Node):
             self._validated = None
             spec = TrialSpec(plan.controller, plan.horizon, plan.dt, plan.ticks_per_step,
                              plan.condition_index, uuid.hex())
-            result = await self._run_trial(goal_handle, goal, plan, spec, token)
-            return self._finish(goal_handle, spec, result)
+            images: list[Image] = []
+            if goal.record_images:
+                # From before the reset on: the bridge renders x_0's frame while resetting.
+                self._frames = deque(maxlen=max(1000, 4 * (plan.horizon + 1)))
+            try:
+                result = await self._run_trial(goal_handle, goal, plan, spec, token)
+                if goal.record_images and not result.aborted:
+                    images, reason = await self._trial_images(result)
+                    if reason:
+                        result = replace(result, aborted=True, reason=reason)
+            finally:
+                self._frames = None
+            return self._finish(goal_handle, spec, result, images)
         finally:
             self._goal_tokens.pop(uuid, None)
             self._goal_handles.pop(token, None)
@@ -877,7 +999,7 @@ class ControllerExecutor(Node):
             if not ok:
                 return failed(reason)
         else:
-            self._publish_target(target)
+            self._publish_target(plan.condition)
             if not await self._wait_until(lambda: self._state_shows(target, None),
                                           self.target_wait_s):
                 return failed(f"no state with target {target.tolist()} within "
@@ -890,11 +1012,15 @@ class ControllerExecutor(Node):
         event: TrialFinished = await future
         return event.result
 
-    def _finish(self, goal_handle, spec: TrialSpec, result: TrialResult) -> RunTrial.Result:
+    def _finish(self, goal_handle, spec: TrialSpec, result: TrialResult,
+                images: list[Image] | None = None) -> RunTrial.Result:
         rollout = rollout_to_msg(result.states, result.actions, spec.condition, spec.dt,
                                  self.state_names, spec.trial_id, result.stamps, result.aborted,
                                  result.reason if result.aborted else "")
-        rollout.header.stamp = self.get_clock().now().to_msg()
+        if len(result.stamps_ns):
+            start = int(result.stamps_ns[0])
+            rollout.header.stamp.sec, rollout.header.stamp.nanosec = divmod(start, 1_000_000_000)
+        rollout.images = images or []
         self._rollout_pub.publish(rollout)
         out = RunTrial.Result(success=not result.aborted, message=result.reason,
                               rollout=rollout, policy_faults=result.policy_faults)

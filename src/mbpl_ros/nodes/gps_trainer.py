@@ -259,6 +259,9 @@ PARAMETERS = {
                         "namespace"),
     "fitter_service": ("/dynamics_fitter/fit_iteration", "FitIteration service"),
     "trial_retries": (2, "extra attempts of an aborted trial"),
+    "record_images": (False, "trials record the camera frame of every policy step into their "
+                             "rollouts (and so into the bag); the sim bridges need their camera "
+                             "on at one frame per policy step (camera_rate_hz = 1 / dt)"),
     "retry_delay_s": (0.5, "wait before the first retry of a trial, s (doubles per retry)"),
     "trial_timeout_s": (0.0, "result timeout per trial, s; 0: 60 + 10 * horizon * dt"),
     "startup_timeout_s": (120.0, "wait for the executors and the fitter at start, s"),
@@ -353,10 +356,6 @@ class GpsTrainer(Node):
     def run(self) -> dict:
         """Train; returns the summary (also in <out>/summary.json)."""
         cfg = self.config
-        if cfg.urdf is not None and cfg.task == "reach":
-            raise TrainingError("reach with another URDF: the direct loop draws goals from that "
-                                "arm's forward kinematics, but the sim bridge and state estimator "
-                                "only know the workspace-box condition table; use --graph direct")
         cfg.out.mkdir(parents=True, exist_ok=True)
         self._lock_session(cfg.out)
         self.problem = make_problem(cfg, np.random.default_rng(cfg.seed))
@@ -802,11 +801,16 @@ class GpsTrainer(Node):
             goal.controller.dt = float(cfg.dt)
             if job.noise is not None:
                 goal.policy_noise = np.ascontiguousarray(job.noise, dtype=float).ravel().tolist()
-        if job.condition is not None:
-            goal.joint_positions = [float(v) for v in job.condition.joint_positions]
-            goal.target_position = [float(v) for v in job.condition.target_position]
+        # Every goal names its q0 and targets: the trainer's table (that of the direct loop) is
+        # the one that counts, whatever table a worker was started with.
+        condition = job.condition if job.condition is not None \
+            else self.problem.conditions[slot.condition]
+        goal.joint_positions = [float(v) for v in condition.joint_positions]
+        goal.target_position = [float(v) for v in condition.target_position]
+        goal.target_points = [float(v) for v in
+                              self.problem.setup.task.target_points(condition).ravel()]
         goal.reset_first = True
-        goal.record_images = False
+        goal.record_images = bool(self.params["record_images"])
         faults = 0
         try:
             msg, reason, faults = worker.run(goal, self.trial_timeout, self.server_timeout)
@@ -860,7 +864,8 @@ class GpsTrainer(Node):
 
     def _fit(self, i: int, rollouts: list[Rollout]):
         request = FitIteration.Request(iteration=i, conditions=self.config.conditions,
-                                       rollouts=rollouts, reset=False, fit=True)
+                                       rollouts=[_without_images(r) for r in rollouts],
+                                       reset=False, fit=True)
         response = self._call_fitter(request)
         if response.needs_replay:
             self.get_logger().warning(f"fitter: {response.message}; replaying the recording")
@@ -890,7 +895,8 @@ class GpsTrainer(Node):
         for j in range(upto):
             response = self._call_fitter(FitIteration.Request(
                 iteration=j, conditions=self.config.conditions,
-                rollouts=list(per_iteration[j].values()), reset=(j == 0), fit=False))
+                rollouts=[_without_images(r) for r in per_iteration[j].values()],
+                reset=(j == 0), fit=False))
             if not response.success:
                 raise TrainingError(f"replaying iteration {j} to the fitter: "
                                     f"{response.message}")
@@ -918,6 +924,15 @@ class GpsTrainer(Node):
 # ------------------------------------------------------------------------------- GPS state
 
 GPS_STATE_FORMAT = "mbpl_ros.gps_trainer_state"
+
+
+def _without_images(msg: Rollout) -> Rollout:
+    """The rollout without its camera frames (the fitter needs states and actions only)."""
+    if not len(msg.images):
+        return msg
+    fields = {name: getattr(msg, name) for name in Rollout.get_fields_and_field_types()
+              if name != "images"}
+    return Rollout(**fields)
 
 
 def _rate(evals: list[Evaluation]) -> float | None:

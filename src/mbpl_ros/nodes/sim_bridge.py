@@ -3,7 +3,8 @@
 Topics (relative, so a namespace puts one simulated arm per namespace):
   in   effort_controller/commands  std_msgs/Float64MultiArray (forward_command_controller style)
   out  joint_states                sensor_msgs/JointState
-  out  camera/image_raw            sensor_msgs/Image (rgb8)
+  out  camera/image_raw            sensor_msgs/Image (rgb8), camera_rate_hz in sim time, stamped
+                                   like the joint state of the same instant
   out  /clock                      rosgraph_msgs/Clock (sim time)
 Services: ~/reset_to_condition, ~/pause (std_srvs/SetBool), ~/step.
 
@@ -13,6 +14,11 @@ Two modes, one physics step order:
   lockstep  each command received advances the physics by ``lockstep_steps`` physics steps (one
             policy step) holding that command, then publishes the joint state once: as fast as the
             consumer allows, on sim time, for CI and fast training.
+The camera (camera_rate_hz > 0) renders at its rate in sim time and at every reset (sim time 0):
+in lockstep with camera_rate_hz = 1 / dt that is one frame per policy step, published just before
+the joint state with the same stamp, so a consumer can pair every state with its frame.
+The condition table is :func:`mbpl_ros.training.direct.task_conditions`: the one the trainer, the
+executors and ``mbpl train --graph direct`` draw from the same (task, urdf, conditions, seed).
 A command of the wrong length or with NaN/inf is rejected with a logged reason; the arm keeps the
 last valid command (zero torque before the first one).
 """
@@ -34,8 +40,9 @@ from std_srvs.srv import SetBool
 
 from mbpl_ros.nodes.parameters import declare_parameters
 from mbpl_ros.realtime import DeadlineLoop, LatestValue, try_realtime_priority
+from mbpl_ros.training.direct import task_conditions
 from mbpl_sim import make_sim
-from mbpl_sim.tasks import Condition, make_conditions
+from mbpl_sim.tasks import Condition
 
 MODES = ("realtime", "lockstep")
 
@@ -53,8 +60,9 @@ class SimBridge(Node):
         arm = self.sim.description
         self.joint_names: list[str] = list(arm.joint_names)
         self.n_joints: int = arm.n_joints
-        self.conditions: list[Condition] = make_conditions(
-            self.sim.task, arm, p["conditions"], np.random.default_rng(p["seed"]))
+        self.conditions: list[Condition] = task_conditions(
+            self.sim.task, arm, p["conditions"], np.random.default_rng(p["seed"]),
+            own_urdf=bool(p["urdf"]))
         rate = p["camera_rate_hz"]
         self._camera_period_steps = round(1.0 / (rate * self.sim.timestep)) if rate > 0 else 0
         self._image_size = (p["image_width"], p["image_height"])
@@ -68,7 +76,8 @@ class SimBridge(Node):
 
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self._joint_pub = self.create_publisher(JointState, "joint_states", qos)
-        self._image_pub = self.create_publisher(Image, "camera/image_raw", 2)
+        # Reliable and a few deep: a trial recording images must not lose the frame of a step.
+        self._image_pub = self.create_publisher(Image, "camera/image_raw", qos)
         self._clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.create_subscription(
             Float64MultiArray, "effort_controller/commands", self._on_command, qos)
@@ -148,6 +157,8 @@ class SimBridge(Node):
             with self._sim_lock:
                 self.sim.reset(condition)
                 self._command.reset()
+                if self._camera_period_steps:
+                    self._publish_image()  # the first frame of the episode, with x_0's stamp
         except (ValueError, IndexError) as error:
             response.success = False
             response.message = str(error)
@@ -159,6 +170,9 @@ class SimBridge(Node):
         return response
 
     def _condition_from_request(self, request: ResetToCondition.Request) -> Condition:
+        if len(request.target_points) and not len(request.target_position):
+            raise ValueError("target_points: expected with a target_position (the points are "
+                             "the goals of the ee points around that target)")
         if len(request.joint_positions) == 0 and len(request.target_position) == 0:
             if request.condition >= len(self.conditions):
                 raise IndexError(f"unknown condition {request.condition}: the table has "
@@ -167,9 +181,13 @@ class SimBridge(Node):
         base = self.conditions[min(request.condition, len(self.conditions) - 1)]
         q = np.asarray(request.joint_positions, dtype=float) if len(request.joint_positions) \
             else base.joint_positions
-        target = np.asarray(request.target_position, dtype=float) if len(request.target_position) \
-            else base.target_position
-        return Condition(joint_positions=q, target_position=target)
+        if len(request.target_position):
+            target = np.asarray(request.target_position, dtype=float)
+            points = np.asarray(request.target_points, dtype=float).reshape(-1, 3) \
+                if len(request.target_points) else None
+        else:
+            target, points = base.target_position, base.target_points
+        return Condition(joint_positions=q, target_position=target, target_points=points)
 
     def _on_pause(self, request: SetBool.Request, response: SetBool.Response):
         if request.data:

@@ -24,7 +24,6 @@ from mbpl_ros.core.costs import Cost, peg_cost, reach_cost
 from mbpl_ros.core.lqr_flm import LQRFLM, IterationReport
 from mbpl_ros.core.samples import SampleBatch
 from mbpl_ros.training.config import TrainConfig
-from mbpl_ros.training.report import write_plots
 from mbpl_sim import DEFAULT_EE_LINK, default_urdf, make_sim
 from mbpl_sim.base import ArmSim
 from mbpl_sim.description import ArmDescription
@@ -113,11 +112,23 @@ def make_problem(config: TrainConfig, rng: np.random.Generator,
 
 def condition_table(config: TrainConfig, sim: ArmSetup | ArmSim,
                     rng: np.random.Generator) -> list[Condition]:
-    """The project's arm draws targets from the task's workspace box with the tool pointing down;
-    any other URDF reaches goals taken from its own forward kinematics (always reachable)."""
-    if config.urdf is not None and config.task == "reach":
-        return make_fk_conditions(sim.task, sim.description, config.conditions, rng)
-    return make_conditions(sim.task, sim.description, config.conditions, rng)
+    """The run's conditions: :func:`task_conditions` of its arm, task and size."""
+    return task_conditions(sim.task, sim.description, config.conditions, rng,
+                           own_urdf=config.urdf is not None)
+
+
+def task_conditions(task: TaskSpec, arm: ArmDescription, n: int, rng: np.random.Generator,
+                    own_urdf: bool) -> list[Condition]:
+    """The condition table every training graph and node draws (one rule, so that the sim
+    bridge, the executors and the trainer of a ROS graph hold the direct loop's table).
+
+    The project's arm draws targets from the task's workspace box with the tool pointing down;
+    an arm given by its own URDF (``own_urdf``) reaches goals taken from its forward kinematics
+    (always reachable, with the ee points' goals in ``target_points``).
+    """
+    if own_urdf and task.name == "reach":
+        return make_fk_conditions(task, arm, n, rng)
+    return make_conditions(task, arm, n, rng)
 
 
 def initial_controllers(config: TrainConfig, builder: ArmStateBuilder, sim: ArmSetup | ArmSim,
@@ -238,6 +249,9 @@ def train(config: TrainConfig) -> dict:
 
 def write_run(config: TrainConfig, summary: dict, algo: LQRFLM) -> None:
     """summary.json, plots and controllers, rewritten after every iteration (a crash keeps them)."""
+    # Here, not at the top: the nodes import this module for task_conditions, without matplotlib.
+    from mbpl_ros.training.report import write_plots
+
     path = config.out / "summary.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(summary, indent=2))

@@ -83,8 +83,11 @@ def gps_parameters(gps: GPSSettings) -> dict:
 
 
 def node_parameters(config: TrainConfig, namespaces: list[str],
-                    gps: GPSSettings | None = None) -> dict[str, dict]:
-    """This run's parameters per node (on top of config/<node>.yaml)."""
+                    gps: GPSSettings | None = None,
+                    record_images: bool = False) -> dict[str, dict]:
+    """This run's parameters per node (on top of config/<node>.yaml); ``record_images``: every
+    trial's rollout carries the camera frame of each policy step (the bridges render one per
+    step)."""
     urdf = "" if config.urdf is None else str(Path(config.urdf).resolve())
     ee_link = config.ee_link or ""
     arm = {"urdf": urdf, "ee_link": ee_link, "task": config.task}
@@ -93,7 +96,8 @@ def node_parameters(config: TrainConfig, namespaces: list[str],
     return {
         "sim_bridge": {**arm, "backend": config.backend, "mode": "lockstep",
                        "lockstep_steps": lockstep_steps, "conditions": config.conditions,
-                       "seed": config.seed, "camera_rate_hz": 0.0},
+                       "seed": config.seed,
+                       "camera_rate_hz": 1.0 / float(config.dt) if record_images else 0.0},
         "state_estimator": {**arm, "conditions": config.conditions, "seed": config.seed},
         "controller_executor": {**arm, "mode": "lockstep", "dt": float(config.dt),
                                 "conditions": config.conditions, "seed": config.seed,
@@ -124,6 +128,7 @@ def node_parameters(config: TrainConfig, namespaces: list[str],
             "max_step_mult": float(lqr.max_step_mult), "init_var": float(init.init_var),
             "stiffness": float(init.stiffness), "stiffness_vel": float(init.stiffness_vel),
             "final_weight": float(init.final_weight), "algorithm": config.algorithm,
+            "record_images": record_images,
             **(gps_parameters(gps) if gps is not None and config.algorithm in GPS_ALGORITHMS
                else {})},
     }
@@ -182,12 +187,12 @@ class Graph:
     """The node processes of one run; a context manager that stops them all on exit."""
 
     def __init__(self, config: TrainConfig, env: dict | None = None,
-                 gps: GPSSettings | None = None) -> None:
+                 gps: GPSSettings | None = None, record_images: bool = False) -> None:
         check_gps(config, gps)
         self.config = config
         self.out = Path(config.out)
         self.namespaces = worker_namespaces(config.workers)
-        self.parameters = node_parameters(config, self.namespaces, gps)
+        self.parameters = node_parameters(config, self.namespaces, gps, record_images)
         self.env = dict(os.environ if env is None else env)
         self._domain_lock = None
         if not self.env.get("ROS_DOMAIN_ID"):
