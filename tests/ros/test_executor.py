@@ -221,9 +221,16 @@ def test_malformed_goals_are_rejected_with_the_reason_and_a_valid_one_runs_after
     noise.policy_noise = [0.0] * 35
     unknown = goal_for(arm, 0, 5)
     unknown.condition = 9
+    images = goal_for(arm, 0, 5)
+    images.record_images = True  # the bridge of this graph has no camera
+    points = goal_for(arm, 0, 5)
+    points.target_position = [0.4, 0.0, 0.3]
+    points.target_points = [0.4, 0.0, 0.3]  # one point of the task's two
     expected = {"controller.gain: expected": bad, "controller.offset: non-finite": nan,
                 "state layout": layout, "policy_noise: only for a policy goal": noise,
-                "unknown condition 9": unknown}
+                "unknown condition 9": unknown,
+                "record_images: nothing publishes /camera/image_raw": images,
+                "target points: expected 6 finite coordinates": points}
     for reason, goal in expected.items():
         count = len(client.statuses)
         handle = client.send(goal)
