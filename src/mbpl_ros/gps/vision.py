@@ -85,6 +85,9 @@ def pretrain_vision(vision: VisionLayers, images: np.ndarray, targets: np.ndarra
                 vision.softmax.log_temperature.fill_(math.log(initial_temperature))
     params = list(vision.parameters()) + ([] if layer is not None else list(head.parameters()))
     opt = torch.optim.Adam(params, lr=learning_rate)
+    # Cosine decay to 5 %: the last steps refine the points instead of jittering them.
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * k / max(1, steps))))
     gen = torch.Generator().manual_seed(seed)
     losses, block = [], []
     vision.train()
@@ -95,6 +98,7 @@ def pretrain_vision(vision: VisionLayers, images: np.ndarray, targets: np.ndarra
         opt.zero_grad()
         loss.backward()
         opt.step()
+        schedule.step()
         block.append(float(loss.detach()))
         if len(block) == 100:
             losses.append(float(np.mean(block)))

@@ -73,8 +73,10 @@ class GPSSettings:
     """MDGPS: sample the global policy from the second iteration on."""
     hidden: tuple[int, ...] = (64, 64)
     """Hidden layer widths of the fully connected part."""
-    channels: int = 16
-    """Conv channels of the visuomotor network."""
+    channels: int = 32
+    """Conv channels of the visuomotor network. Measured (2,000 pretraining images, 4,000
+    steps): held-out target error 3.7 cm with 16, 2.8 cm with 32 (near the goal 3.7 -> 3.0 cm),
+    at twice the pretraining time."""
     image_size: tuple[int, int] = (32, 32)
     """Visuomotor: camera image (height, width). 32x32 trains 4x faster than 64x64 per image
     and, with ``camera_supersample`` and ``camera_fovy_deg`` below, still shows the 2 cm
@@ -186,10 +188,14 @@ def collect_pretraining_images(sim: ArmSim, config: TrainConfig, n: int,
     """Images (n, H, W, 3) of random arm poses and random targets of the task, with what to
     regress (n, 6): the target position and the first ee point, world frame, m.
 
-    Half the poses are the initial pose of a random condition +- ``joint_spread`` rad per joint;
-    the other half lie on the way from it to the condition's goal pose (IK), a random fraction
-    in [0, 1.1] of the way plus 0.1 rad noise, where a reach passes and where the arm may hide
-    part of the target. Conditions whose goal has no IK solution use random poses only.
+    A quarter of the poses are the initial pose of a random condition +- ``joint_spread`` rad
+    per joint; a quarter lie on the way from it to the condition's goal pose (IK), a random
+    fraction in [0, 1.1] of the way; half lie near the goal (0.8 to 1.05 of the way), each plus
+    0.1 rad noise per joint. A reach spends most of its trial at the target, with the tool in
+    front of or beside it: with half of the images on the way (uniformly) and none near the
+    goal, a 2.5 cm error on held-out images became 4-14 cm at the end of the policy's trials
+    (measured on 8 held-out targets). Conditions whose goal has no IK solution use random
+    poses only.
     """
     from dataclasses import replace
 
@@ -210,10 +216,12 @@ def collect_pretraining_images(sim: ArmSim, config: TrainConfig, n: int,
         c, goal = pool[i % len(pool)], goals[i % len(pool)]
         sim.reset(c)
         q0 = c.joint_positions
-        if i % 2 or goal is None:
+        kind = i % 4
+        if kind == 0 or goal is None:
             q = q0 + rng.uniform(-joint_spread, joint_spread, arm.n_joints)
         else:
-            q = q0 + rng.uniform(0.0, 1.1) * (goal - q0) + rng.normal(0.0, 0.1, arm.n_joints)
+            way = rng.uniform(0.0, 1.1) if kind == 1 else rng.uniform(0.8, 1.05)
+            q = q0 + way * (goal - q0) + rng.normal(0.0, 0.1, arm.n_joints)
         q = np.clip(q, arm.lower, arm.upper)
         sim.set_state(q, np.zeros_like(q))
         images[i] = sim.render(image_size[1], image_size[0])
