@@ -3,7 +3,7 @@
 - mlp_infer_ms: one :meth:`~mbpl_ros.gps.policy.GaussianPolicy.act` of the state-based MLP
   (default robot: dX = 26 observations, 2 x 64 hidden, dU = 7), median over calls.
 - visuomotor_infer_ms: the same for the visuomotor network as ``mbpl train --policy
-  visuomotor`` builds it (GPSSettings defaults: 32x32 RGB image, 16 conv channels, pose layer)
+  visuomotor`` builds it (GPSSettings defaults: 32x32 RGB image, 32 conv channels, pose layer)
   plus q, qd; ``visuomotor_image_size`` says which image.
 - train_s_per_iteration: one MDGPS iteration (dynamics fit with the GMM prior, policy
   linearisation with the GMM policy prior, C-step, S-step of 300 minibatch steps) with the MLP,
