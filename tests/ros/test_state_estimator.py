@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from geometry_msgs.msg import PointStamped
-from mbpl_interfaces.msg import ArmState
+from geometry_msgs.msg import Point
+from mbpl_interfaces.msg import ArmState, Target
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from ros_helpers import node_process, spin_until
 from sensor_msgs.msg import JointState
@@ -45,7 +45,7 @@ def test_state_matches_the_builder_with_shuffled_names_and_rejects_bad_joint_sta
         states: list[ArmState] = []
         ros_node.create_subscription(ArmState, "state", states.append, QOS)
         joints = ros_node.create_publisher(JointState, "joint_states", QOS)
-        targets = ros_node.create_publisher(PointStamped, "target_position", TARGET_QOS)
+        targets = ros_node.create_publisher(Target, "target", TARGET_QOS)
         assert spin_until(ros_node, lambda: ros_node.count_subscribers("joint_states") > 0, 60)
         spin_until(ros_node, lambda: False, 0.3)
 
@@ -56,9 +56,7 @@ def test_state_matches_the_builder_with_shuffled_names_and_rejects_bad_joint_sta
         np.testing.assert_array_equal(states[-1].joint_positions, q)
 
         # A target re-publishes the last joint state's ArmState with x (same stamp).
-        point = PointStamped()
-        point.point.x, point.point.y, point.point.z = target
-        targets.publish(point)
+        targets.publish(Target(position=Point(x=target[0], y=target[1], z=target[2])))
         assert spin_until(ros_node, lambda: len(states) >= 2, 10)
         expected = builder.state(q, qd, task.target_points(Condition(q, target)))
         assert states[-1].header.stamp.sec == 1
@@ -98,7 +96,15 @@ def test_state_matches_the_builder_with_shuffled_names_and_rejects_bad_joint_sta
         filtered = 0.25 + 0.75 * (0.25 + 0.75 * 0.75 * qd)
         np.testing.assert_allclose(states[-1].joint_velocities, filtered)
         np.testing.assert_allclose(np.array(states[-1].x)[7:14], filtered)
+        # Explicit goals of every ee point replace the tool-down ones.
+        goals = task.target_points(Condition(q, target)) + np.array([0.03, -0.02, 0.01])
+        targets.publish(Target(position=Point(x=target[0], y=target[1], z=target[2]),
+                               points=[Point(x=x, y=y, z=z) for x, y, z in goals]))
+        assert spin_until(ros_node, lambda: not np.allclose(states[-1].x[14:20],
+                                                             expected[14:20]), 10)
+        np.testing.assert_allclose(
+            states[-1].x, builder.state(q, states[-1].joint_velocities, goals), atol=1e-12)
         assert proc.poll() is None
     output = proc.stdout.read()
     assert "joint state rejected" in output and "missing ['joint4']" in output
-    assert "no target on target_position yet" in output
+    assert "no target on `target` yet" in output

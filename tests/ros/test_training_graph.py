@@ -87,8 +87,6 @@ def test_graph_trains_a_reach_for_an_arm_given_by_its_urdf_on_the_direct_loops_c
     layout = problem.layout
     rollouts = [m for t, m in read_bag(out / "rollouts") if t == "/rollouts"]
     assert len(rollouts) == 24
-    first_point = slice(layout.ee_points.start, layout.ee_points.start + 3)
-    all_points_agree = True
     for rollout in rollouts:
         condition = problem.conditions[rollout.condition]
         x0 = np.asarray(rollout.states[:layout.dim])
@@ -96,13 +94,8 @@ def test_graph_trains_a_reach_for_an_arm_given_by_its_urdf_on_the_direct_loops_c
         expected = problem.builder.state(q0, np.zeros_like(q0),
                                          problem.setup.task.target_points(condition))
         np.testing.assert_allclose(x0[layout.joint_positions], q0, atol=1e-9)
-        np.testing.assert_allclose(x0[first_point], expected[first_point], atol=1e-6)
-        all_points_agree &= bool(np.allclose(x0, expected, atol=1e-6))
+        np.testing.assert_allclose(x0, expected, atol=1e-6)
     print(f"arm3 graph session: {wall:.1f} s wall")
-    if not all_points_agree:
-        pytest.xfail("the state estimator measures the second ee point from a tool-down goal: it "
-                     "reads target_position (a point), not the executor's `target` "
-                     "(mbpl_interfaces/Target) with the forward-kinematics goals of every point")
 
 
 def test_bridge_killed_mid_trial_aborts_it_out_of_the_fit_and_the_session_recovers(tmp_path):

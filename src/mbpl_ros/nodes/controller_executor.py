@@ -7,9 +7,8 @@ Topics (relative, so a namespace gives one executor per arm):
   out  effort_controller/commands   std_msgs/Float64MultiArray, one effort per joint, URDF order
   in   camera/image_raw             sensor_msgs/Image (camera_topic), only kept while a trial
                                     with record_images runs
-  out  target_position              geometry_msgs/PointStamped, transient local (trial targets)
-  out  target                       mbpl_interfaces/Target, transient local: the same target with
-                                    the goal of every ee point (an arm given by its own URDF
+  out  target                       mbpl_interfaces/Target, transient local: the trial's target
+                                    with the goal of every ee point (an arm given by its own URDF
                                     reaches goals from its forward kinematics, not tool-down ones)
   out  rollouts                     mbpl_interfaces/Rollout (every finished or aborted trial)
   out  ~/status                     mbpl_interfaces/ExecutorStatus (status_rate_hz, and on mode
@@ -72,7 +71,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from geometry_msgs.msg import Point, PointStamped
+from geometry_msgs.msg import Point
 from mbpl_interfaces.action import RunTrial
 from mbpl_interfaces.msg import ArmState, ExecutorStatus, Rollout, Target
 from mbpl_interfaces.srv import ResetToCondition
@@ -243,8 +242,7 @@ class ControllerExecutor(Node):
         group = ReentrantCallbackGroup()
         self._command_pub = self.create_publisher(
             Float64MultiArray, "effort_controller/commands", STATE_QOS)
-        self._target_pub = self.create_publisher(PointStamped, "target_position", TARGET_QOS)
-        self._target_points_pub = self.create_publisher(Target, "target", TARGET_QOS)
+        self._target_pub = self.create_publisher(Target, "target", TARGET_QOS)
         self._camera_sub = None
         if self.camera_topic:
             # Raw bytes: a frame is only decoded if a trial wants it, after the trial.
@@ -654,17 +652,14 @@ class ControllerExecutor(Node):
         return None
 
     def _publish_target(self, condition: Condition) -> None:
-        """The condition's target on both target topics (Target with it the ee point goals)."""
-        msg = PointStamped()
+        """The condition's target with the goal of every ee point, for the estimator."""
+        msg = Target()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.header.frame_id = self.arm.root_link
-        msg.point.x, msg.point.y, msg.point.z = (float(v) for v in condition.target_position)
-        full = Target(header=msg.header, position=msg.point)
-        full.points = [Point(x=float(x), y=float(y), z=float(z))
-                       for x, y, z in self.task.target_points(condition)]
-        # Target first: an estimator that reads both then never measures from the tool-down
-        # points of a position whose real goals are on their way.
-        self._target_points_pub.publish(full)
+        msg.position = Point(**dict(zip("xyz", map(float, condition.target_position),
+                                        strict=True)))
+        msg.points = [Point(x=float(x), y=float(y), z=float(z))
+                      for x, y, z in self.task.target_points(condition)]
         self._target_pub.publish(msg)
 
     def _state_shows(self, target: np.ndarray, q_goal: np.ndarray | None) -> bool:

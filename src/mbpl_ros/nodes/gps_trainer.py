@@ -108,8 +108,10 @@ BAG_DIR = "rollouts"
 _TRIAL_ID = re.compile(r"^i(\d+)-([ct])(\d+)-(?:s(\d+)|(eval))-a(\d+)$")
 STATUS_GRACE_S = 3.0
 """At start, wait at most this long for each executor's status topic (after its action server)."""
-GOAL_RESEND_S = 5.0
-"""Send a trial goal again when it has gone unanswered this long (see TrialWorker.run)."""
+GOAL_RESEND_S = 30.0
+"""Send a trial goal again when it has gone unanswered this long (see TrialWorker.run). Long: on
+a loaded machine an answer can take several seconds, and a goal sent twice whose first copy was
+only slow runs a second trial before the cancel arrives (seen at 5 s with both cores busy)."""
 STATUS_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
 RESUME_KEYS = ("task", "backend", "algorithm", "conditions", "samples", "horizon", "dt", "seed",

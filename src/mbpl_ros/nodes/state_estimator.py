@@ -3,8 +3,9 @@
 Topics (relative, so a namespace gives one estimator per arm):
   in   joint_states     sensor_msgs/JointState, mapped by joint NAME to the arm's order (extra
                         joints, e.g. a gripper's, are ignored; missing ones reject the message)
-  in   target_position  geometry_msgs/PointStamped, transient local: the target (reach) or hole
-                        bottom (peg) the ee points are measured from
+  in   target           mbpl_interfaces/Target, transient local: the target (reach) or hole
+                        bottom (peg) and the goal of every ee point (none given: the goals with
+                        the tool pointing down), which the ee points are measured from
   out  state            mbpl_interfaces/ArmState, one per valid joint state, stamped with it
 
 x = [q, qd, ee points - target points, ee point velocities] (StateLayout order) from the URDF's
@@ -26,8 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
-from geometry_msgs.msg import PointStamped
-from mbpl_interfaces.msg import ArmState
+from mbpl_interfaces.msg import ArmState, Target
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
@@ -47,7 +47,7 @@ a slow reader skips to it instead of working through a backlog (depth 1); reliab
 lockstep exactly one message is in flight and it must not be lost."""
 TARGET_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
-"""QoS of target_position: a late subscriber still gets the current target."""
+"""QoS of target: a late subscriber still gets the current target."""
 
 
 class JointStateError(ValueError):
@@ -126,7 +126,7 @@ class StateEstimator(Node):
         # node's CPU at 1000 joint states a second.
         self.create_subscription(JointState, "joint_states", self._on_joint_state, STATE_QOS,
                                  raw=True)
-        self.create_subscription(PointStamped, "target_position", self._on_target, TARGET_QOS)
+        self.create_subscription(Target, "target", self._on_target, TARGET_QOS)
         if p["initial_target_condition"] >= 0:
             conditions = make_conditions(self.task, self.arm, p["conditions"],
                                          np.random.default_rng(p["seed"]))
@@ -149,7 +149,7 @@ class StateEstimator(Node):
             "conditions": (4, "size of the condition table (same table as the sim bridge)"),
             "seed": (0, "seed of the condition table"),
             "initial_target_condition": (-1, "use this condition's target until one arrives "
-                                              "on target_position; -1: none"),
+                                              "on target; -1: none"),
             "ros_thread_priority": (0, "SCHED_FIFO priority of the (single) callback thread, "
                                        "e.g. 70 on a robot PC so the estimator is not "
                                        "descheduled in the 1 kHz path; 0: normal scheduling"),
@@ -188,22 +188,31 @@ class StateEstimator(Node):
         self._last_joint_state = (stamp_ns, frame_id, q, qd)
         self._publish(stamp_ns, frame_id, q, qd)
 
-    def _on_target(self, msg: PointStamped) -> None:
-        target = np.array([msg.point.x, msg.point.y, msg.point.z])
-        if not np.all(np.isfinite(target)):
-            self.get_logger().warning(f"target rejected: non-finite position {target.tolist()}",
-                                      throttle_duration_sec=1.0)
+    def _on_target(self, msg: Target) -> None:
+        """A target, with the goal of every tracked ee point or none (then tool-down goals)."""
+        target = np.array([msg.position.x, msg.position.y, msg.position.z])
+        points = np.array([[p.x, p.y, p.z] for p in msg.points]) if len(msg.points) else None
+        if points is not None and points.shape != self.task.ee_points_local.shape:
+            self.get_logger().warning(
+                f"target rejected: expected {self.task.ee_points_local.shape[0]} point goals "
+                f"(one per tracked ee point), found {points.shape[0]}",
+                throttle_duration_sec=1.0)
             return
-        self._set_target(target)
+        if not (np.all(np.isfinite(target)) and (points is None or np.all(np.isfinite(points)))):
+            self.get_logger().warning(f"target rejected: non-finite position {target.tolist()} "
+                                      f"or point goals", throttle_duration_sec=1.0)
+            return
+        self._set_target(target, points)
         if self._last_joint_state is not None:
             self._publish(*self._last_joint_state)
 
-    def _set_target(self, target: np.ndarray) -> None:
+    def _set_target(self, target: np.ndarray, points: np.ndarray | None = None) -> None:
         target = np.asarray(target, dtype=float)
         self._target_points = self.task.target_points(
-            Condition(np.zeros(self.arm.n_joints), target))
+            Condition(np.zeros(self.arm.n_joints), target, points))
         self._target = target
-        self.get_logger().info(f"target set to {np.round(target, 4).tolist()} m")
+        self.get_logger().info(f"target set to {np.round(target, 4).tolist()} m"
+                               + ("" if points is None else " with explicit point goals"))
 
     # ------------------------------------------------------------------------------ output
 
@@ -215,7 +224,7 @@ class StateEstimator(Node):
         else:
             if not self._warned_no_target:
                 self._warned_no_target = True
-                self.get_logger().info("no target on target_position yet: publishing ArmState "
+                self.get_logger().info("no target on `target` yet: publishing ArmState "
                                        "without x until one arrives")
             raw = self._writer.serialize(stamp_ns, frame_id, q, qd)
         self._state_pub.publish(raw)
