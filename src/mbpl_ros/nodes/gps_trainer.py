@@ -545,14 +545,12 @@ class GpsTrainer(Node):
 
     # ---------------------------------------------------------------- one iteration
 
-    def _iteration(self, i: int, summary: dict) -> None:
-        cfg, problem, algo = self.config, self.problem, self.algo
+    def _collect(self, i: int, jobs: list) -> tuple[list[list], list[SampleBatch], list[dict]]:
+        """Run iteration ``i``'s sample trials: per condition the good outcomes and their batch,
+        and the aborted trials. Raises TrainingError if a condition kept fewer than 2 good
+        trials."""
+        cfg = self.config
         M, N, T = cfg.conditions, cfg.samples, cfg.horizon
-        self.bag.split()
-        self._publish_status(i, "sampling")
-        controllers = algo.controllers
-        jobs = [(Slot(i, m, s), TrialJob(self._noisy(controllers[m], i, m, s)))
-                for m in range(M) for s in range(N)]
         results, aborted = self._run_slots(jobs)
         good = [[results[Slot(i, m, s)] for s in range(N)
                  if results[Slot(i, m, s)] is not None] for m in range(M)]
@@ -565,6 +563,17 @@ class GpsTrainer(Node):
         self.env_steps += sum(len(g) for g in good) * T
         batches = [SampleBatch(np.stack([o.X[:T] for o in g]), np.stack([o.U for o in g]))
                    for g in good]
+        return good, batches, aborted
+
+    def _iteration(self, i: int, summary: dict) -> None:
+        cfg, problem, algo = self.config, self.problem, self.algo
+        M, N = cfg.conditions, cfg.samples
+        self.bag.split()
+        self._publish_status(i, "sampling")
+        controllers = algo.controllers
+        jobs = [(Slot(i, m, s), TrialJob(self._noisy(controllers[m], i, m, s)))
+                for m in range(M) for s in range(N)]
+        good, batches, aborted = self._collect(i, jobs)
 
         self._publish_status(i, "fitting")
         dynamics = self._fit(i, [o.msg for g in good for o in g])
@@ -695,7 +704,7 @@ class GpsTrainer(Node):
         from mbpl_ros.gps.algorithm import Observations
 
         cfg, problem, algo = self.config, self.problem, self.algo
-        M, N, T = cfg.conditions, cfg.samples, cfg.horizon
+        M, N = cfg.conditions, cfg.samples
         self.bag.split()
         self._publish_status(i, "sampling")
         on_policy = algo.samples_from_policy()
@@ -707,19 +716,8 @@ class GpsTrainer(Node):
             controllers = algo.controllers
             jobs = [(Slot(i, m, s), TrialJob(self._noisy(controllers[m], i, m, s)))
                     for m in range(M) for s in range(N)]
-        results, aborted = self._run_slots(jobs)
-        good = [[results[Slot(i, m, s)] for s in range(N)
-                 if results[Slot(i, m, s)] is not None] for m in range(M)]
-        short = [m for m in range(M) if len(good[m]) < 2]
-        if short:
-            raise TrainingError(f"iteration {i}: conditions {short} have fewer than 2 good "
-                                f"trials after {cfg.trial_retries} retries; last reasons "
-                                f"{[a['reason'] for a in aborted][-3:]}")
-        self.trials += sum(len(g) for g in good)
-        self.env_steps += sum(len(g) for g in good) * T
+        good, batches, aborted = self._collect(i, jobs)
         faults = sum(o.faults for g in good for o in g)
-        batches = [SampleBatch(np.stack([o.X[:T] for o in g]), np.stack([o.U for o in g]))
-                   for g in good]
         spec = algo.policy.observation
         observations = [Observations(spec.from_states(b.X)) for b in batches]
 
