@@ -54,7 +54,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     gps = parser.add_argument_group("guided policy search (--algorithm mdgps / badmm)")
     gps.add_argument("--policy", choices=["mlp", "visuomotor"], default="mlp",
-                     help="mlp: state-based; visuomotor: 64x64 camera image + q, qd")
+                     help="mlp: state-based; visuomotor: camera image (32x32) + q, qd, the "
+                          "target seen only in the image")
     gps.add_argument("--visuomotor", action="store_const", const="visuomotor", dest="policy",
                      help="same as --policy visuomotor")
     gps.add_argument("--test-conditions", type=int, default=0,
