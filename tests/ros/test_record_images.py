@@ -41,7 +41,10 @@ def test_lockstep_trials_record_the_frame_of_every_step_in_the_bag(tmp_path):
     # Read back by rosbags, not by the writer's library.
     messages = read_with_rosbags(config.out / "rollouts")
     rollouts = [m for t, m in messages if t in ("/rollouts", "/evaluation_rollouts")]
-    assert len(rollouts) == 3 and not any(r.aborted for r in rollouts)
+    assert len(rollouts) == 3 and not any(r.aborted for r in rollouts), \
+        [(t, r.trial_id, r.aborted, r.abort_reason) for (t, _), r in zip(
+            [(t, m) for t, m in messages if t in ("/rollouts", "/evaluation_rollouts")],
+            rollouts, strict=True)]
     for rollout in rollouts:
         assert len(rollout.images) == T, rollout.trial_id
         x0_ns = stamp_ns(rollout.header.stamp)

@@ -245,10 +245,11 @@ class ControllerExecutor(Node):
         self._target_pub = self.create_publisher(Target, "target", TARGET_QOS)
         self._camera_sub = None
         if self.camera_topic:
-            # Raw bytes: a frame is only decoded if a trial wants it, after the trial.
+            # Raw bytes: a frame is only decoded if a trial wants it, after the trial. Deep: a
+            # trial needs every frame, and a busy ROS thread must not lose them to newer ones.
             self._camera_sub = self.create_subscription(
                 Image, self.camera_topic, self._on_image,
-                QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE), raw=True,
+                QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE), raw=True,
                 callback_group=group)
         self._rollout_pub = self.create_publisher(Rollout, "rollouts", 10)
         self._status_pub = self.create_publisher(ExecutorStatus, "~/status", 10)

@@ -77,10 +77,11 @@ class SimBridge(Node):
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self._joint_pub = self.create_publisher(JointState, "joint_states", qos)
         # Only with the camera on, so that nothing advertises frames that never come (the
-        # executor refuses a record_images goal when no one publishes them). Reliable and a few
-        # deep: a trial recording images must not lose the frame of a step.
-        self._image_pub = self.create_publisher(Image, "camera/image_raw", qos) \
-            if self._camera_period_steps else None
+        # executor refuses a record_images goal when no one publishes them). Reliable and deep:
+        # a trial recording images must not lose the frame of a step to a reader that lags.
+        self._image_pub = self.create_publisher(
+            Image, "camera/image_raw", QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE)
+        ) if self._camera_period_steps else None
         self._clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.create_subscription(
             Float64MultiArray, "effort_controller/commands", self._on_command, qos)
