@@ -350,6 +350,75 @@ class _GPS:
         return predicted, actual
 
 
+    # -- one iteration; the variants differ only in the hooks below ------------------------
+
+    def iteration(self, batches: Sequence[SampleBatch], observations: Sequence[Observations],
+                  cost: Cost | Sequence[Cost],
+                  dynamics: Sequence[LinearGaussianDynamics] | None = None
+                  ) -> GPSIterationReport:
+        """One iteration: fit dynamics (unless ``dynamics`` are given), (first time: fit the
+        policy to the controllers), linearise the policy, adapt the step, C-step within the trust
+        region around the variant's reference, S-step on the new controllers' actions."""
+        costs = self._check(batches, observations, cost)
+        cfg = self.config
+        with blas_threads(cfg.lqr.blas_threads):
+            start = time.perf_counter()
+            dynamics, quad, mean_cost = self._fit_models(batches, costs, dynamics)
+            policy_s = self._fit_initial_policy(batches, observations)
+            lins = self._linearize(batches, observations)
+            self._before_c_step(batches, observations, lins, dynamics)
+            fit_done = time.perf_counter()
+            reference = self._trust_region_reference(lins)
+            ref = StackedControllers.of(reference)
+            dyn = StackedDynamics.of(dynamics)
+            predicted, actual = self._step_adjust(ref, dyn, quad)
+            eps = cfg.lqr.kl_step * self._step_mult * self.T
+            result = optimize_trajectories(reference, dynamics, self._c_step_cost(quad, lins),
+                                           eps, self._eta, cfg.lqr.dual)
+            traj_done = time.perf_counter()
+            data = self._sstep_states(batches, observations, result.controllers, dynamics)
+            upd = self._train_policy(self._s_step_targets(result.controllers, data))
+            policy_s += time.perf_counter() - traj_done
+            after = self._linearize_current(batches, observations)
+            pkl = policy_kl(result.controllers, after, dynamics).sum(axis=-1)
+            end = time.perf_counter()
+        self._previous = _Models(ref, StackedControllers.of(result.controllers), dyn, quad)
+        self._controllers = result.controllers
+        self._eta = result.eta.copy()
+        self.linearizations = after
+        self.dynamics = dynamics
+        report = GPSIterationReport(
+            self._iteration, end - start, fit_done - start, traj_done - fit_done, policy_s,
+            tuple(map(float, mean_cost)), tuple(map(float, result.kl)), tuple(map(float, eps)),
+            tuple(map(float, self._step_mult)), tuple(map(float, result.eta)),
+            tuple(map(float, pkl)), upd.loss_before, upd.loss_after,
+            tuple(map(float, predicted)), tuple(map(float, actual)), tuple(result.warnings))
+        self._iteration += 1
+        return report
+
+    def _before_c_step(self, batches: Sequence[SampleBatch],
+                       observations: Sequence[Observations],
+                       lins: list[LinearGaussianController],
+                       dynamics: list[LinearGaussianDynamics]) -> None:
+        """Variant hook after the policy linearisation (BADMM: the dual step)."""
+
+    def _trust_region_reference(self, lins: list[LinearGaussianController]
+                                ) -> list[LinearGaussianController]:
+        """The controllers the C-step's KL trust region is taken around."""
+        raise NotImplementedError
+
+    def _c_step_cost(self, quad: QuadraticCost, lins: list[LinearGaussianController]
+                     ) -> QuadraticCost:
+        """The cost the C-step minimises."""
+        return quad
+
+    def _s_step_targets(self, controllers: list[LinearGaussianController],
+                        data: list[tuple[np.ndarray, Observations]]) -> list[PolicyTargets]:
+        """The S-step's supervised data per condition."""
+        return [controller_targets(c, X, o) for c, (X, o) in
+                zip(controllers, data, strict=True)]
+
+
 def draw_marginal_states(controllers: Sequence[LinearGaussianController],
                          dynamics: Sequence[LinearGaussianDynamics], n: int,
                          rng: np.random.Generator) -> list[np.ndarray]:
@@ -396,47 +465,9 @@ class MDGPS(_GPS):
     def samples_from_policy(self) -> bool:
         return self.config.sample_on_policy and self._iteration > 0
 
-    def iteration(self, batches: Sequence[SampleBatch], observations: Sequence[Observations],
-                  cost: Cost | Sequence[Cost],
-                  dynamics: Sequence[LinearGaussianDynamics] | None = None
-                  ) -> GPSIterationReport:
-        """One MDGPS iteration: fit dynamics (unless ``dynamics`` are given), (first time: fit
-        the policy to the controllers), linearise the policy, adapt the step, C-step against
-        pi_hat, S-step."""
-        costs = self._check(batches, observations, cost)
-        cfg = self.config
-        with blas_threads(cfg.lqr.blas_threads):
-            start = time.perf_counter()
-            dynamics, quad, mean_cost = self._fit_models(batches, costs, dynamics)
-            policy_s = self._fit_initial_policy(batches, observations)
-            lins = self._linearize(batches, observations)
-            fit_done = time.perf_counter()
-            ref = StackedControllers.of(lins)
-            dyn = StackedDynamics.of(dynamics)
-            predicted, actual = self._step_adjust(ref, dyn, quad)
-            eps = cfg.lqr.kl_step * self._step_mult * self.T
-            result = optimize_trajectories(lins, dynamics, quad, eps, self._eta, cfg.lqr.dual)
-            traj_done = time.perf_counter()
-            data = self._sstep_states(batches, observations, result.controllers, dynamics)
-            upd = self._train_policy([controller_targets(c, X, o) for c, (X, o) in
-                                      zip(result.controllers, data, strict=True)])
-            policy_s += time.perf_counter() - traj_done
-            after = self._linearize_current(batches, observations)
-            pkl = policy_kl(result.controllers, after, dynamics).sum(axis=-1)
-            end = time.perf_counter()
-        self._previous = _Models(ref, StackedControllers.of(result.controllers), dyn, quad)
-        self._controllers = result.controllers
-        self._eta = result.eta.copy()
-        self.linearizations = after
-        self.dynamics = dynamics
-        report = GPSIterationReport(
-            self._iteration, end - start, fit_done - start, traj_done - fit_done, policy_s,
-            tuple(map(float, mean_cost)), tuple(map(float, result.kl)), tuple(map(float, eps)),
-            tuple(map(float, self._step_mult)), tuple(map(float, result.eta)),
-            tuple(map(float, pkl)), upd.loss_before, upd.loss_after,
-            tuple(map(float, predicted)), tuple(map(float, actual)), tuple(result.warnings))
-        self._iteration += 1
-        return report
+    def _trust_region_reference(self, lins: list[LinearGaussianController]
+                                ) -> list[LinearGaussianController]:
+        return lins
 
 
 def augment_with_policy(quad: QuadraticCost, reference: StackedControllers, nu: np.ndarray,
@@ -490,53 +521,27 @@ class BADMM(_GPS):
         self.nu = np.maximum(self.nu + cfg.policy_weight_step * kl, cfg.min_policy_weight)
         return kl
 
-    def iteration(self, batches: Sequence[SampleBatch], observations: Sequence[Observations],
-                  cost: Cost | Sequence[Cost],
-                  dynamics: Sequence[LinearGaussianDynamics] | None = None
-                  ) -> GPSIterationReport:
-        """One BADMM iteration: fit dynamics (unless ``dynamics`` are given), linearise the
-        policy, dual step, C-step on the augmented cost (trust region against the previous
-        controller), S-step."""
-        costs = self._check(batches, observations, cost)
-        cfg = self.config
-        with blas_threads(cfg.lqr.blas_threads):
-            start = time.perf_counter()
-            dynamics, quad, mean_cost = self._fit_models(batches, costs, dynamics)
-            policy_s = self._fit_initial_policy(batches, observations)
-            lins = self._linearize(batches, observations)
-            if self._iteration > 0:
-                self._dual_step(batches, observations, lins, dynamics)
-            fit_done = time.perf_counter()
-            prev_ctrl = StackedControllers.of(self._controllers)
-            dyn = StackedDynamics.of(dynamics)
-            predicted, actual = self._step_adjust(prev_ctrl, dyn, quad)
-            eps = cfg.lqr.kl_step * self._step_mult * self.T
-            augmented = augment_with_policy(quad, StackedControllers.of(lins), self.nu,
-                                            self.lambda_K, self.lambda_k)
-            result = optimize_trajectories(self._controllers, dynamics, augmented, eps,
-                                           self._eta, cfg.lqr.dual)
-            traj_done = time.perf_counter()
-            parts = []
-            data = self._sstep_states(batches, observations, result.controllers, dynamics)
-            for m, (c, (X, o)) in enumerate(zip(result.controllers, data, strict=True)):
-                dual = np.einsum("tux,ntx->ntu", self.lambda_K[m], X) + self.lambda_k[m]
-                shift = np.einsum("tij,ntj->nti", c.covar, dual) / self.nu[m][None, :, None]
-                parts.append(controller_targets(c, X, o, self.nu[m], shift))
-            upd = self._train_policy(parts)
-            policy_s += time.perf_counter() - traj_done
-            after = self._linearize_current(batches, observations)
-            pkl = policy_kl(result.controllers, after, dynamics).sum(axis=-1)
-            end = time.perf_counter()
-        self._previous = _Models(prev_ctrl, StackedControllers.of(result.controllers), dyn, quad)
-        self._controllers = result.controllers
-        self._eta = result.eta.copy()
-        self.linearizations = after
-        self.dynamics = dynamics
-        report = GPSIterationReport(
-            self._iteration, end - start, fit_done - start, traj_done - fit_done, policy_s,
-            tuple(map(float, mean_cost)), tuple(map(float, result.kl)), tuple(map(float, eps)),
-            tuple(map(float, self._step_mult)), tuple(map(float, result.eta)),
-            tuple(map(float, pkl)), upd.loss_before, upd.loss_after,
-            tuple(map(float, predicted)), tuple(map(float, actual)), tuple(result.warnings))
-        self._iteration += 1
-        return report
+    def _before_c_step(self, batches: Sequence[SampleBatch],
+                       observations: Sequence[Observations],
+                       lins: list[LinearGaussianController],
+                       dynamics: list[LinearGaussianDynamics]) -> None:
+        if self._iteration > 0:
+            self._dual_step(batches, observations, lins, dynamics)
+
+    def _trust_region_reference(self, lins: list[LinearGaussianController]
+                                ) -> list[LinearGaussianController]:
+        return self._controllers
+
+    def _c_step_cost(self, quad: QuadraticCost, lins: list[LinearGaussianController]
+                     ) -> QuadraticCost:
+        return augment_with_policy(quad, StackedControllers.of(lins), self.nu, self.lambda_K,
+                                   self.lambda_k)
+
+    def _s_step_targets(self, controllers: list[LinearGaussianController],
+                        data: list[tuple[np.ndarray, Observations]]) -> list[PolicyTargets]:
+        parts = []
+        for m, (c, (X, o)) in enumerate(zip(controllers, data, strict=True)):
+            dual = np.einsum("tux,ntx->ntu", self.lambda_K[m], X) + self.lambda_k[m]
+            shift = np.einsum("tij,ntj->nti", c.covar, dual) / self.nu[m][None, :, None]
+            parts.append(controller_targets(c, X, o, self.nu[m], shift))
+        return parts
