@@ -121,12 +121,11 @@ from mbpl_ros.executor import (
     TrialRun,
     TrialSpec,
 )
-from mbpl_ros.nodes.parameters import declare_parameters
-from mbpl_ros.nodes.state_estimator import STATE_QOS, TARGET_QOS, run_node
+from mbpl_ros.nodes.parameters import arm_description, declare_parameters
+from mbpl_ros.nodes.run import run_node
+from mbpl_ros.nodes.state_estimator import STATE_QOS, TARGET_QOS
 from mbpl_ros.realtime import DeadlineLoop, LatestValue, try_realtime_priority
 from mbpl_ros.training.direct import task_conditions
-from mbpl_sim import DEFAULT_EE_LINK, default_urdf
-from mbpl_sim.description import ArmDescription
 from mbpl_sim.tasks import TASK_NAMES, Condition, make_task, task_kinematics
 
 TIME_BASES = ("realtime", "lockstep")
@@ -166,11 +165,7 @@ class ControllerExecutor(Node):
         super().__init__("controller_executor", **node_kwargs)
         p = self._declare_parameters()
         self.lockstep: bool = p["mode"] == "lockstep"
-        urdf = p["urdf"] or str(default_urdf())
-        ee_link = p["ee_link"] or (DEFAULT_EE_LINK if not p["urdf"] else "")
-        if not ee_link:
-            raise ValueError("ee_link: expected the end-effector link of the given urdf, found ''")
-        self.arm = ArmDescription.from_urdf(urdf, ee_link)
+        self.arm = arm_description(p["urdf"], p["ee_link"])
         self.task = make_task(p["task"])
         self.layout = StateLayout(self.arm.n_joints, self.task.n_points)
         self.state_names: list[str] = self.layout.names()

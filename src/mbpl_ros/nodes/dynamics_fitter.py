@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import rclpy
 from mbpl_interfaces.msg import Rollout
 from mbpl_interfaces.srv import FitDynamics, FitIteration
 from rclpy.node import Node
@@ -34,6 +33,7 @@ from mbpl_ros.core.lqr_flm import LQRFLMConfig, blas_threads
 from mbpl_ros.core.prior import DynamicsPriorGMM, PriorConfig
 from mbpl_ros.core.samples import SampleBatch
 from mbpl_ros.nodes.parameters import declare_parameters
+from mbpl_ros.nodes.run import run_node
 
 
 class FitRequestError(ValueError):
@@ -165,6 +165,9 @@ def config_from_parameters(values: dict) -> LQRFLMConfig:
 class DynamicsFitter(Node):
     """Services over :class:`DynamicsFitterState`; see the module docstring."""
 
+    ros_executor = "single"
+    """Spun by a SingleThreadedExecutor (:func:`~mbpl_ros.nodes.run.run_node`)."""
+
     def __init__(self, **node_kwargs) -> None:
         super().__init__("dynamics_fitter", **node_kwargs)
         values = declare_parameters(self, PARAMETERS)
@@ -249,17 +252,7 @@ def _with_condition(msg: Rollout, condition: int) -> Rollout:
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = DynamicsFitter()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(DynamicsFitter, args)
 
 
 if __name__ == "__main__":

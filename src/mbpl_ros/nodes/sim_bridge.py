@@ -29,7 +29,6 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import rclpy
 from mbpl_interfaces.srv import ResetToCondition, StepSimulation
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -39,6 +38,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool
 
 from mbpl_ros.nodes.parameters import declare_parameters
+from mbpl_ros.nodes.run import run_node
 from mbpl_ros.realtime import DeadlineLoop, LatestValue, try_realtime_priority
 from mbpl_ros.training.direct import task_conditions
 from mbpl_sim import make_sim
@@ -49,6 +49,9 @@ MODES = ("realtime", "lockstep")
 
 class SimBridge(Node):
     """The simulated arm behind a ros2_control-style effort interface."""
+
+    ros_executor = "single"
+    """Spun by a SingleThreadedExecutor (:func:`~mbpl_ros.nodes.run.run_node`)."""
 
     def __init__(self, **node_kwargs) -> None:
         super().__init__("sim_bridge", **node_kwargs)
@@ -302,17 +305,7 @@ class SimBridge(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SimBridge()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(SimBridge, args)
 
 
 if __name__ == "__main__":

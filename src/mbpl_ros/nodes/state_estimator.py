@@ -19,26 +19,18 @@ without a new joint state (a lockstep simulator sends none until commanded).
 
 from __future__ import annotations
 
-import gc
-import signal
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import rclpy
 from mbpl_interfaces.msg import ArmState, Target
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import JointState
 
 from mbpl_ros.arm_state import ArmStateBuilder
 from mbpl_ros.cdr import ArmStateWriter, CdrError, JointStateReader
-from mbpl_ros.nodes.parameters import declare_parameters
-from mbpl_ros.realtime import try_realtime_priority
-from mbpl_sim import DEFAULT_EE_LINK, default_urdf
-from mbpl_sim.description import ArmDescription
+from mbpl_ros.nodes.parameters import arm_description, declare_parameters
+from mbpl_ros.nodes.run import run_node
 from mbpl_sim.tasks import TASK_NAMES, Condition, make_conditions, make_task, task_kinematics
 
 STATE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
@@ -102,11 +94,7 @@ class StateEstimator(Node):
     def __init__(self, **node_kwargs) -> None:
         super().__init__("state_estimator", **node_kwargs)
         p = self._declare_parameters()
-        urdf = p["urdf"] or str(default_urdf())
-        ee_link = p["ee_link"] or (DEFAULT_EE_LINK if not p["urdf"] else "")
-        if not ee_link:
-            raise ValueError("ee_link: expected the end-effector link of the given urdf, found ''")
-        self.arm = ArmDescription.from_urdf(urdf, ee_link)
+        self.arm = arm_description(p["urdf"], p["ee_link"])
         self.task = make_task(p["task"])
         self.builder = ArmStateBuilder(task_kinematics(self.task, self.arm))
         self.alpha: float = p["velocity_filter_alpha"]
@@ -137,7 +125,7 @@ class StateEstimator(Node):
             self._set_target(conditions[index].target_position)
         self.get_logger().info(
             f"estimating x (dX {self.builder.layout.dim}) for joints {list(self.arm.joint_names)}, "
-            f"ee link {ee_link}, task {p['task']}, velocity filter alpha {self.alpha}")
+            f"ee link {self.arm.ee_link}, task {p['task']}, velocity filter alpha {self.alpha}")
 
     def _declare_parameters(self) -> dict:
         specs = {
@@ -228,58 +216,6 @@ class StateEstimator(Node):
                                        "without x until one arrives")
             raw = self._writer.serialize(stamp_ns, frame_id, q, qd)
         self._state_pub.publish(raw)
-
-
-def make_executor(context=None, kind: str = "events"):
-    """``kind`` "events": the EventsExecutor (about half the CPU per message of the
-    SingleThreadedExecutor here) where this rclpy has it, else (or for "single") the
-    SingleThreadedExecutor."""
-    if kind == "events":
-        try:
-            from rclpy.experimental.events_executor import EventsExecutor
-        except ImportError:
-            pass
-        else:
-            return EventsExecutor(context=context)
-    return rclpy.executors.SingleThreadedExecutor(context=context)
-
-
-def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> None:
-    """Create the node, spin it until SIGINT/SIGTERM or shutdown, then destroy it cleanly.
-
-    SIGINT/SIGTERM only set a flag (rclpy's own handler is off): no KeyboardInterrupt lands in
-    the middle of a callback, and the node's destroy_node (stopping its threads) runs before the
-    context goes away. Spins with short ``spin_once`` calls: Kilted's EventsExecutor.spin()
-    delivers nothing and busy-loops on this install, while spin_once(timeout) works.
-    """
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    node = None
-    try:
-        node = make_node()
-        # Everything created so far lives for the whole run: keep it out of the garbage
-        # collector's full passes, which otherwise hold the interpreter for milliseconds.
-        gc.collect()
-        gc.freeze()
-        priority = getattr(node, "ros_thread_priority", 0)
-        if priority > 0:
-            granted = try_realtime_priority(priority)
-            node.get_logger().info(f"ROS thread SCHED_FIFO {priority}: "
-                                   f"{'granted' if granted else 'not granted'}")
-        executor = make_executor(kind=getattr(node, "ros_executor", "events"))
-        executor.add_node(node)
-        while rclpy.ok() and not stop.is_set():
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def main(args: list[str] | None = None) -> None:
