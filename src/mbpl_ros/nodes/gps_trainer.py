@@ -512,22 +512,9 @@ class GpsTrainer(Node):
             return self._restore_or_start_gps(summary_path, extra)
         if cfg.resume and checkpoint.exists() and summary_path.exists():
             summary = json.loads(summary_path.read_text())
-            saved = summary.get("config", {})
-            new = cfg.to_dict()
-            diff = {k: (saved.get(k), new[k]) for k in RESUME_KEYS if saved.get(k) != new[k]}
-            if diff:
-                raise TrainingError(f"--resume: settings differ from the stopped session "
-                                    f"(saved, now): {diff}")
+            self._check_resume_settings(summary)
             algo = LQRFLM.load(checkpoint, layout=layout, config=cfg.lqr)
-            done = algo.iterations_done
-            summary["iterations"] = summary["iterations"][:done]
-            summary["config"] = new
-            summary.update(extra)
-            summary.setdefault("resumed_at", []).append(done)
-            self.get_logger().info(f"resuming after iteration {done - 1} "
-                                   f"({sum(len(v) for v in self.recorded.values())} recorded "
-                                   "trials)")
-            return algo, summary
+            return algo, self._resumed_summary(summary, extra, algo.iterations_done)
         algo = LQRFLM(cfg.lqr, layout, layout.action_dim, cfg.horizon, cfg.dt, problem.initial)
         return algo, new_summary(cfg, problem.setup.description, **extra)
 
@@ -652,14 +639,7 @@ class GpsTrainer(Node):
             summary = new_summary(cfg, self.problem.setup.description, gps=settings, **extra)
             return algo, summary
         summary = json.loads(summary_path.read_text())
-        saved, new = summary.get("config", {}), cfg.to_dict()
-        diff = {k: (saved.get(k), new[k]) for k in RESUME_KEYS if saved.get(k) != new[k]}
-        saved_gps = summary.get("gps", {})
-        diff.update({f"gps.{k}": (saved_gps.get(k), settings[k]) for k in GPS_RESUME_KEYS
-                     if saved_gps.get(k) != settings[k]})
-        if diff:
-            raise TrainingError(f"--resume: settings differ from the stopped session "
-                                f"(saved, now): {diff}")
+        self._check_resume_settings(summary, settings)
         try:
             # The trainer's own checkpoint in its run directory (a pickle: policy, optimiser,
             # GMM policy prior, step sizes, duals), hence weights_only=False.
@@ -671,15 +651,30 @@ class GpsTrainer(Node):
             raise TrainingError(f"--resume: {state_path} is not a {cfg.algorithm} state of "
                                 "this trainer")
         algo.__dict__.update(payload["state"])
-        done = algo.iterations_done
+        return algo, self._resumed_summary(summary, extra, algo.iterations_done)
+
+    def _check_resume_settings(self, summary: dict, gps_settings: dict | None = None) -> None:
+        """Raises TrainingError if this run's settings differ from the stopped session's."""
+        saved, new = summary.get("config", {}), self.config.to_dict()
+        diff = {k: (saved.get(k), new[k]) for k in RESUME_KEYS if saved.get(k) != new[k]}
+        if gps_settings is not None:
+            saved_gps = summary.get("gps", {})
+            diff.update({f"gps.{k}": (saved_gps.get(k), gps_settings[k])
+                         for k in GPS_RESUME_KEYS if saved_gps.get(k) != gps_settings[k]})
+        if diff:
+            raise TrainingError(f"--resume: settings differ from the stopped session "
+                                f"(saved, now): {diff}")
+
+    def _resumed_summary(self, summary: dict, extra: dict, done: int) -> dict:
+        """The stopped session's summary cut to its ``done`` checkpointed iterations."""
         summary["iterations"] = summary["iterations"][:done]
-        summary["config"] = new
+        summary["config"] = self.config.to_dict()
         summary.update(extra)
         summary.setdefault("resumed_at", []).append(done)
-        self.get_logger().info(f"resuming {cfg.algorithm} after iteration {done - 1} "
+        self.get_logger().info(f"resuming {self.config.algorithm} after iteration {done - 1} "
                                f"({sum(len(v) for v in self.recorded.values())} recorded "
                                "trials)")
-        return algo, summary
+        return summary
 
     def _policy_noise(self, i: int, m: int, s: int) -> np.ndarray:
         """Standard-normal exploration noise (T, dU) of a policy sample (reproducible)."""
