@@ -171,6 +171,17 @@ def stamp(msg) -> float:
     return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
 
 
+
+def assert_refused(ros_node, client, expected: dict, timeout: float = 30) -> None:
+    """Each goal of ``{reason: goal}`` is rejected and a status names the reason."""
+    for reason, goal in expected.items():
+        count = len(client.statuses)
+        handle = client.send(goal, timeout=timeout)
+        assert not handle.accepted, reason
+        assert spin_until(ros_node, lambda c=count, r=reason: any(
+            r in s.reason for s in client.statuses[c:]), 10), \
+            f"no status with {reason!r}: {[s.reason for s in client.statuses[-3:]]}"
+
 def test_lockstep_trial_returns_the_rollout_the_bridge_saw(ros_node, arm, lockstep_graph):
     client = Client(ros_node)
     feedback: list[int] = []
@@ -231,13 +242,7 @@ def test_malformed_goals_are_rejected_with_the_reason_and_a_valid_one_runs_after
                 "unknown condition 9": unknown,
                 "record_images: nothing publishes /camera/image_raw": images,
                 "target points: expected 6 finite coordinates": points}
-    for reason, goal in expected.items():
-        count = len(client.statuses)
-        handle = client.send(goal)
-        assert not handle.accepted, reason
-        assert spin_until(ros_node, lambda c=count, r=reason: any(
-            r in s.reason for s in client.statuses[c:]), 10), \
-            f"no status with {reason!r}: {[s.reason for s in client.statuses[-3:]]}"
+    assert_refused(ros_node, client, expected)
     assert lockstep_graph.alive(), "the executor died on a malformed goal"
     handle = client.send(goal_for(arm, 0, 5))
     assert handle.accepted
@@ -409,13 +414,7 @@ def test_policy_goals_that_do_not_fit_are_rejected_with_the_reason(ros_node, arm
         "horizon: a policy goal needs": policy_goal(good, 0, 0),
         "unknown condition 9": policy_goal(good, 9, 5),
     }
-    for reason, goal in expected.items():
-        count = len(client.statuses)
-        handle = client.send(goal, timeout=180)
-        assert not handle.accepted, reason
-        assert spin_until(ros_node, lambda c=count, r=reason: any(
-            r in s.reason for s in client.statuses[c:]), 10), \
-            f"no status with {reason!r}: {[s.reason for s in client.statuses[-3:]]}"
+    assert_refused(ros_node, client, expected, timeout=180)
     assert lockstep_graph.alive(), "the executor died on a bad policy goal"
     handle = client.send(policy_goal(good, 0, 5))
     assert handle.accepted
