@@ -31,7 +31,7 @@ from mbpl_ros.arm_state import ArmStateBuilder
 from mbpl_ros.cdr import ArmStateWriter, CdrError, JointStateReader
 from mbpl_ros.nodes.parameters import arm_description, declare_parameters
 from mbpl_ros.nodes.run import run_node
-from mbpl_sim.tasks import TASK_NAMES, Condition, make_conditions, make_task, task_kinematics
+from mbpl_sim.tasks import TASK_NAMES, Condition, make_task, task_kinematics
 
 STATE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 """QoS of joint_states, state and commands: only the newest message matters to a 1 kHz loop, so
@@ -116,13 +116,17 @@ class StateEstimator(Node):
                                  raw=True)
         self.create_subscription(Target, "target", self._on_target, TARGET_QOS)
         if p["initial_target_condition"] >= 0:
-            conditions = make_conditions(self.task, self.arm, p["conditions"],
-                                         np.random.default_rng(p["seed"]))
+            # Here only: the training module pulls in the learning core, seconds of start-up.
+            from mbpl_ros.training.direct import task_conditions
+
+            conditions = task_conditions(self.task, self.arm, p["conditions"],
+                                         np.random.default_rng(p["seed"]),
+                                         own_urdf=bool(p["urdf"]))
             index = p["initial_target_condition"]
             if index >= len(conditions):
                 raise ValueError(f"initial_target_condition: unknown condition {index}: the "
                                  f"table has {len(conditions)} (0..{len(conditions) - 1})")
-            self._set_target(conditions[index].target_position)
+            self._set_target(conditions[index].target_position, conditions[index].target_points)
         self.get_logger().info(
             f"estimating x (dX {self.builder.layout.dim}) for joints {list(self.arm.joint_names)}, "
             f"ee link {self.arm.ee_link}, task {p['task']}, velocity filter alpha {self.alpha}")
