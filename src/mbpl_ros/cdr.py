@@ -67,22 +67,14 @@ class _Reader:
         self.pos += 4
         return value
 
-    def skip_header(self) -> int:
-        """std_msgs/Header: returns the stamp in ns, skips frame_id."""
+    def header(self) -> tuple[int, bytes]:
+        """std_msgs/Header: (stamp in ns, frame_id as raw bytes, decoded only by who needs it)."""
         sec, nanosec = _STAMP.unpack_from(self.raw, self._need(8))
         self.pos += 8
         length = self.uint32()
-        self._need(length)
+        start = self._need(length)
         self.pos += length
-        return sec * 1_000_000_000 + nanosec
-
-    def header(self) -> tuple[int, str]:
-        """std_msgs/Header: (stamp in ns, frame_id)."""
-        start = self._need(8)
-        stamp_ns = self.skip_header()
-        length = _UINT32.unpack_from(self.raw, start + 8)[0]
-        frame = self.raw[start + 12:start + 12 + max(length - 1, 0)]
-        return stamp_ns, frame.decode()
+        return sec * 1_000_000_000 + nanosec, self.raw[start:start + max(length - 1, 0)]
 
     def string_sequence_block(self) -> bytes:
         """The raw bytes of a sequence of strings (count, then length-prefixed strings): equal
@@ -110,7 +102,7 @@ def read_arm_state(raw: bytes) -> tuple[int, np.ndarray, np.ndarray, np.ndarray,
     """A serialized mbpl_interfaces/ArmState as (stamp_ns, x, joint_positions, joint_velocities,
     target_position); the arrays are read-only views of ``raw``."""
     reader = _Reader(raw)
-    stamp_ns = reader.skip_header()
+    stamp_ns, _ = reader.header()
     x = reader.float64_sequence()
     q = reader.float64_sequence()
     qd = reader.float64_sequence()
@@ -142,13 +134,13 @@ class JointStateReader:
     def read(self, raw: bytes) -> tuple[int, str, list[str], np.ndarray, np.ndarray]:
         """(stamp_ns, frame_id, names, position, velocity); effort is not read."""
         reader = _Reader(raw)
-        stamp_ns, frame_id = reader.header()
+        stamp_ns, frame = reader.header()
         block = reader.string_sequence_block()
         if block != self._block:
             self._names, self._block = decode_string_sequence(block), block
         position = reader.float64_sequence()
         velocity = reader.float64_sequence()
-        return stamp_ns, frame_id, self._names, position, velocity
+        return stamp_ns, frame.decode(), self._names, position, velocity
 
 
 def _template(msg, arrays: list[np.ndarray]) -> tuple[bytearray, list[int]]:
