@@ -135,6 +135,8 @@ MAX_POLICY_HORIZON = 1_000_000
 """Largest horizon of a policy goal (its record is preallocated: (T + 1) x dX floats)."""
 BRIDGE_ATTEMPT_S = 2.0
 """Lockstep: wait this long for one reset request to the bridge before sending it again, s."""
+CAMERA_DISCOVERY_S = 5.0
+"""record_images: wait this long for the camera topic's publisher to be discovered, s."""
 EVENT_POLL_S = 0.02
 """How often the ROS thread collects the loop's events (trial results, progress, logs), s. (The
 EventsExecutor has no guard conditions for the loop to wake it with.)"""
@@ -873,10 +875,16 @@ class ControllerExecutor(Node):
             refusal = self._refusal()
             if refusal is not None:
                 raise GoalError(refusal)
-            if goal.policy_path:
-                self._trial_busy = True  # no second goal while this one's file loads
+            if goal.policy_path or goal.record_images:
+                self._trial_busy = True  # no second goal while this one is prepared
                 try:
-                    await self._load_policy(goal.policy_path)
+                    if goal.record_images and self._camera_sub is not None:
+                        # Right after start-up the camera's publisher may still be unknown.
+                        topic = self._camera_sub.topic_name
+                        await self._wait_until(lambda: self.count_publishers(topic) > 0,
+                                               CAMERA_DISCOVERY_S, 0.05)
+                    if goal.policy_path:
+                        await self._load_policy(goal.policy_path)
                 finally:
                     self._trial_busy = False
             plan = self._plan(goal)
