@@ -298,6 +298,74 @@ def make_conditions(
     return conditions
 
 
+def simplex_lattice(m: int, k: int) -> np.ndarray:
+    """Weights (L, m) of the lattice {w : w_i in {0, 1/k, ..., 1}, sum w = 1} without its m
+    vertices, in a fixed order."""
+    from itertools import combinations_with_replacement
+
+    rows = []
+    for parts in combinations_with_replacement(range(m), k):
+        counts = np.bincount(parts, minlength=m)
+        if counts.max() < k:
+            rows.append(counts / k)
+    return np.array(rows).reshape(-1, m)
+
+
+def conditions_between(
+    task: TaskSpec,
+    arm: ArmDescription,
+    conditions: list[Condition],
+    n: int,
+    rng: np.random.Generator,
+    max_resolution: int = 8,
+) -> list[Condition]:
+    """``n`` held-out conditions on a grid between ``conditions``: convex combinations of their
+    initial configurations and targets, with weights on :func:`simplex_lattice` at the coarsest
+    resolution that offers ``n`` valid points (``rng`` picks which, reproducibly). Valid as for
+    :func:`make_conditions`: the ee points start clear above the target and the goal is
+    reachable. None is a training condition (the lattice leaves the vertices out), and each lies
+    where the training conditions say something about it: between them, as GPS evaluates
+    generalisation (new hole positions between the trained ones).
+
+    Raises:
+        TaskError: fewer than 2 conditions, conditions with their own ``target_points`` (a blend
+            of rigid goal poses is no goal pose), or not ``n`` valid points up to
+            ``max_resolution``.
+    """
+    if n < 1:
+        raise TaskError(f"n: expected at least 1 condition, found {n}")
+    if len(conditions) < 2:
+        raise TaskError("conditions_between: expected at least 2 conditions to lie between, "
+                        f"found {len(conditions)}")
+    if any(c.target_points is not None for c in conditions):
+        raise TaskError("conditions_between: conditions with their own target_points (goal "
+                        "poses from forward kinematics) cannot be blended")
+    kin = task_kinematics(task, arm)
+    home = ready_configuration(task, arm)
+    Q = np.array([c.joint_positions for c in conditions])
+    P = np.array([c.target_position for c in conditions])
+    for k in range(2, max_resolution + 1):
+        weights = simplex_lattice(len(conditions), k)
+        if len(weights) < n:
+            continue
+        chosen = []
+        for w in weights[rng.permutation(len(weights))]:
+            candidate = Condition(w @ Q, w @ P)
+            points = kin.ee_points(candidate.joint_positions)
+            target = candidate.target_position
+            if not (np.all(points[:, 2] >= target[2] + task.init_clearance)
+                    and np.linalg.norm(points[0] - target) >= task.init_clearance):
+                continue
+            goal = kin.inverse_points(task.target_points(candidate), home, tolerance=1e-3,
+                                      max_iterations=300)
+            if goal.converged:
+                chosen.append(candidate)
+                if len(chosen) == n:
+                    return chosen
+    raise TaskError(f"conditions_between: no {n} valid conditions between the "
+                    f"{len(conditions)} given up to resolution {max_resolution}")
+
+
 def make_fk_conditions(
     task: TaskSpec,
     arm: ArmDescription,

@@ -9,11 +9,12 @@ from mbpl_sim import (
     Condition,
     TaskError,
     TaskSpec,
+    conditions_between,
     goal_configuration,
     make_conditions,
     make_task,
 )
-from mbpl_sim.tasks import task_kinematics
+from mbpl_sim.tasks import simplex_lattice, task_kinematics
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +85,52 @@ def test_bad_inputs_raise_task_errors(arm):
     far = TaskSpec.reach(target_low=np.array([2.0, 0, 0.1]), target_high=np.array([2.1, 0, 0.1]))
     with pytest.raises(TaskError):
         make_conditions(far, arm, 1, np.random.default_rng(0), max_tries=3)
+
+
+@pytest.mark.parametrize(("m", "k"), [(2, 3), (4, 2), (4, 3), (8, 2)])
+def test_simplex_lattice_is_every_non_vertex_point_of_the_grid(m, k):
+    from math import comb
+
+    weights = simplex_lattice(m, k)
+    assert weights.shape == (comb(k + m - 1, m - 1) - m, m)  # stars and bars, less the vertices
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0)
+    np.testing.assert_allclose(weights * k, np.round(weights * k), atol=1e-12)
+    assert weights.max() < 1.0 and weights.min() >= 0.0
+    assert len({tuple(np.round(w * k).astype(int)) for w in weights}) == len(weights)
+
+
+def test_conditions_between_lie_between_the_training_conditions(arm):
+    task = make_task("peg")
+    training = make_conditions(task, arm, 4, np.random.default_rng(0))
+    held_out = conditions_between(task, arm, training, 10, np.random.default_rng(1000))
+    again = conditions_between(task, arm, training, 10, np.random.default_rng(1000))
+    assert len(held_out) == 10
+    # Recover each one's weights from its q0 and target (11 equations, 4 unknowns, + sum = 1).
+    A = np.vstack([np.array([np.concatenate([c.joint_positions, c.target_position])
+                             for c in training]).T, np.ones((1, 4))])
+    kin = task_kinematics(task, arm)
+    for c, d in zip(held_out, again, strict=True):
+        np.testing.assert_array_equal(c.joint_positions, d.joint_positions)
+        w, *_ = np.linalg.lstsq(A, np.concatenate([c.joint_positions, c.target_position, [1]]),
+                                rcond=None)
+        np.testing.assert_allclose(A @ w, np.concatenate([c.joint_positions, c.target_position,
+                                                          [1]]), atol=1e-9)
+        assert w.min() > -1e-9 and w.max() < 1 - 1e-9  # inside the hull, not a training vertex
+        np.testing.assert_allclose(w * 3, np.round(w * 3), atol=1e-6)  # 16 points at k = 3
+        points = kin.ee_points(c.joint_positions)
+        assert np.all(points[:, 2] >= c.target_position[2] + task.init_clearance)
+        goal_configuration(task, arm, c)  # reachable (raises otherwise)
+    assert len({tuple(c.target_position) for c in held_out}) == 10
+
+
+def test_conditions_between_refuses_what_cannot_be_blended(arm):
+    task = make_task("reach")
+    training = make_conditions(task, arm, 3, np.random.default_rng(0))
+    with pytest.raises(TaskError, match="at least 2"):
+        conditions_between(task, arm, training[:1], 2, np.random.default_rng(0))
+    posed = [Condition(c.joint_positions, c.target_position, np.zeros((2, 3)))
+             for c in training]
+    with pytest.raises(TaskError, match="target_points"):
+        conditions_between(task, arm, posed, 2, np.random.default_rng(0))
+    with pytest.raises(TaskError, match="no 200 valid"):
+        conditions_between(task, arm, training, 200, np.random.default_rng(0), max_resolution=3)

@@ -428,7 +428,8 @@ class GpsTrainer(Node):
 
             if self.gps.threads is not None:
                 torch.set_num_threads(self.gps.threads)
-            self.tests = test_condition_table(cfg, self.gps, self.problem.setup)
+            self.tests = test_condition_table(cfg, self.gps, self.problem.setup,
+                                              self.problem.conditions)
         layout = self.problem.layout
         self.state_names = layout.names()
         bag_path = cfg.out / BAG_DIR

@@ -54,7 +54,7 @@ from mbpl_ros.training.direct import (
 from mbpl_ros.training.report import write_plots
 from mbpl_sim import make_sim
 from mbpl_sim.base import ArmSim
-from mbpl_sim.tasks import Condition
+from mbpl_sim.tasks import Condition, conditions_between
 
 Actor = Callable[[int, np.ndarray, "np.ndarray | None"], np.ndarray]
 
@@ -171,15 +171,22 @@ def policy_rollout(sim, builder, condition, policy, T, dt, noise=None) -> Rollou
     return Rollout(r.X, r.U, r.images, r.final_distance, r.success, actor.faults)
 
 
-def test_condition_table(config: TrainConfig, settings: GPSSettings, sim) -> list[Condition]:
-    """Held-out conditions from their own generator (never the training conditions' draws)."""
+def test_condition_table(config: TrainConfig, settings: GPSSettings, sim,
+                         training: list[Condition]) -> list[Condition]:
+    """Held-out conditions on a grid between the training conditions
+    (:func:`~mbpl_sim.tasks.conditions_between`, picked by their own seed). Training conditions
+    that carry their own goal poses (a foreign arm's reach) cannot be blended: its held-out
+    conditions are fresh draws of the same kind, from their own generator."""
     if settings.test_conditions == 0:
         return []
     seed = config.seed + 1000 if settings.test_seed is None else settings.test_seed
-    from dataclasses import replace
+    rng = np.random.default_rng(seed)
+    if any(c.target_points is not None for c in training):
+        from dataclasses import replace
 
-    return condition_table(replace(config, conditions=settings.test_conditions), sim,
-                           np.random.default_rng(seed))
+        return condition_table(replace(config, conditions=settings.test_conditions), sim, rng)
+    return conditions_between(sim.task, sim.description, training, settings.test_conditions,
+                              rng)
 
 
 def collect_pretraining_images(sim: ArmSim, config: TrainConfig, n: int,
@@ -259,7 +266,7 @@ def train(config: TrainConfig, settings: GPSSettings | None = None) -> dict:
     try:
         problem = make_problem(config, rng, sim)
         conditions, builder, cost = problem.conditions, problem.builder, problem.cost
-        tests = test_condition_table(config, settings, sim)
+        tests = test_condition_table(config, settings, sim, conditions)
         layout = builder.layout
         joints = tuple(sim.description.joint_names)
         if settings.policy == "visuomotor":
