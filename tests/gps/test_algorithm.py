@@ -10,7 +10,8 @@ from mbpl_ros.core.controllers import LinearGaussianController
 from mbpl_ros.core.costs import ActionCost, StateTargetCost
 from mbpl_ros.core.lqr_flm import LQRFLMConfig
 from mbpl_ros.core.synthetic import collect, random_linear_system
-from mbpl_ros.core.trajopt import QuadraticCost, StackedControllers
+from mbpl_ros.core.dynamics import LinearGaussianDynamics
+from mbpl_ros.core.trajopt import QuadraticCost, StackedControllers, optimize_trajectories
 from mbpl_ros.gps.algorithm import BADMM, MDGPS, GPSConfig, Observations, augment_with_policy
 from mbpl_ros.gps.linearize import PolicyPriorConfig, PolicyPriorGMM, linearize_policy
 from mbpl_ros.gps.policy import Normalizer, ObservationSpec, make_policy
@@ -122,5 +123,85 @@ def test_badmm_augmented_cost_adds_the_policy_terms():
     t = 3
     value = aug.cv[0, t] @ z + 0.5 * z @ aug.Cm[0, t] @ z
     r = u - K[t] @ x
-    expected = 2.0 * 0.5 * r @ r + (lam_K[0, t] @ x + lam_k[0, t]) @ u
+    expected = 2.0 * 0.5 * r @ r + (lam_K[0, t] @ x + lam_k[0, t]) @ r
     assert value == pytest.approx(expected)
+
+
+def _random_spd(rng, n, scale=1.0):
+    A = rng.standard_normal((n, n))
+    return scale * (A @ A.T + n * np.eye(n))
+
+
+def test_badmm_augmented_cost_is_the_lagrangian_at_random_points():
+    """The quadratic model equals, at random (x, u), the directly computed
+    c + nu (-log pi_hat(u|x)) + lambda(x)^T (u - mu_hat(x)), minus nu times pi_hat's
+    log-normaliser (scipy's Gaussian density as the reference)."""
+    from scipy.stats import multivariate_normal
+
+    rng = np.random.default_rng(3)
+    M, D = 2, dX + dU
+    A = rng.standard_normal((M, T, D, D))
+    quad = QuadraticCost(rng.standard_normal((M, T)), rng.standard_normal((M, T, D)),
+                         A + np.swapaxes(A, -1, -2))
+    covs = [np.stack([_random_spd(rng, dU, 0.3) for _ in range(T)]) for _ in range(M)]
+    lins = [LinearGaussianController(rng.standard_normal((T, dU, dX)),
+                                     rng.standard_normal((T, dU)), c) for c in covs]
+    nu = rng.uniform(0.1, 3.0, (M, T))
+    lam_K, lam_k = rng.standard_normal((M, T, dU, dX)), rng.standard_normal((M, T, dU))
+    aug = augment_with_policy(quad, StackedControllers.of(lins), nu, lam_K, lam_k)
+    for _ in range(5):
+        m, t = rng.integers(M), rng.integers(T)
+        z = 3.0 * rng.standard_normal(D)
+        x, u = z[:dX], z[dX:]
+        model = aug.cc[m, t] + aug.cv[m, t] @ z + 0.5 * z @ aug.Cm[m, t] @ z
+        cost = quad.cc[m, t] + quad.cv[m, t] @ z + 0.5 * z @ quad.Cm[m, t] @ z
+        mean = lins[m].K[t] @ x + lins[m].k[t]
+        log_pi = multivariate_normal(mean, covs[m][t]).logpdf(u)
+        direct = cost - nu[m, t] * log_pi + (lam_K[m, t] @ x + lam_k[m, t]) @ (u - mean)
+        log_norm = -0.5 * np.linalg.slogdet(2 * np.pi * covs[m][t])[1]
+        assert model == pytest.approx(direct + nu[m, t] * log_norm, rel=1e-9, abs=1e-9)
+
+
+def _double_integrator(horizon, x0):
+    dt = 0.05
+    A = np.eye(dX)
+    A[:2, 2:] = dt * np.eye(2)
+    B = np.zeros((dX, dU))
+    B[2:] = dt * np.eye(2)
+    return LinearGaussianDynamics(np.tile(np.hstack([A, B]), (horizon - 1, 1, 1)),
+                                  np.zeros((horizon - 1, dX)),
+                                  np.tile(1e-6 * np.eye(dX), (horizon - 1, 1, 1)), x0,
+                                  1e-6 * np.eye(dX))
+
+
+def test_c_step_entropy_weight_tempers_each_step_at_eta_plus_nu():
+    """With entropy weights nu_t the last step's controller is the max-entropy solution of
+    c + nu (-log pi_hat) + eta (-log p_prev) at temperature eta + nu: precision
+    (C_uu + nu P_hat + eta P_prev) / (eta + nu), gain -Q_uu^-1 Q_ux (closed form)."""
+    rng = np.random.default_rng(4)
+    horizon, D = 3, dX + dU
+    dyn = _double_integrator(horizon, np.ones(dX))
+    Cm = np.zeros((1, horizon, D, D))
+    Cm[..., :dX, :dX] = np.eye(dX)
+    Cm[..., dX:, dX:] = 0.1 * np.eye(dU)
+    quad = QuadraticCost(np.zeros((1, horizon)), np.zeros((1, horizon, D)), Cm)
+    prev = LinearGaussianController(rng.standard_normal((horizon, dU, dX)),
+                                    rng.standard_normal((horizon, dU)),
+                                    np.stack([_random_spd(rng, dU, 0.1) for _ in range(horizon)]))
+    lin = LinearGaussianController(rng.standard_normal((horizon, dU, dX)),
+                                   rng.standard_normal((horizon, dU)),
+                                   np.stack([_random_spd(rng, dU, 0.2) for _ in range(horizon)]))
+    nu = np.full((1, horizon), 0.7)
+    zero = np.zeros((1, horizon, dU))
+    aug = augment_with_policy(quad, StackedControllers.of([lin]), nu,
+                              np.zeros((1, horizon, dU, dX)), zero)
+    res = optimize_trajectories([prev], [dyn], aug, np.array([0.5]), np.array([1.0]),
+                                entropy_weight=nu)
+    eta, t = res.eta[0], horizon - 1
+    Q = aug.Cm[0, t].copy()
+    Q[dX:, dX:] += eta * prev.precision[t]
+    Q[dX:, :dX] -= eta * prev.precision[t] @ prev.K[t]
+    new = res.controllers[0]
+    np.testing.assert_allclose(new.precision[t], Q[dX:, dX:] / (eta + nu[0, t]), rtol=1e-8)
+    np.testing.assert_allclose(new.K[t], -np.linalg.solve(Q[dX:, dX:], Q[dX:, :dX]), rtol=1e-8,
+                               atol=1e-10)

@@ -310,6 +310,7 @@ def optimize_trajectories(
     kl_target: np.ndarray,
     eta0: np.ndarray,
     config: DualConfig | None = None,
+    entropy_weight: np.ndarray | None = None,
 ) -> TrajOptResult:
     """New controllers within D_KL(p || p_prev) ~= kl_target of the previous ones, per condition.
 
@@ -320,6 +321,12 @@ def optimize_trajectories(
         kl_target: (M,) eps = kl_step * step_mult * T.
         eta0: (M,) starting multipliers (the previous iteration's).
         config: dual search settings.
+        entropy_weight: optional (M, T) weights nu_t >= 0 of extra entropy bonuses
+            -nu_t H(p(u_t|x_t)) in the objective (BADMM: the -H half of nu_t D_KL(p || pi), whose
+            cross-entropy half is already in ``cost``). The action distribution of step t is then
+            tempered at eta + nu_t instead of eta: same gains (the mean minimises the same
+            Q-function), covariance (eta + nu_t) / eta times the eta-scaled Q_uu^-1. The KL of the
+            dual search is taken with these covariances. None: no bonus (plain LQR-FLM).
 
     Returns:
         :class:`TrajOptResult`. Never raises on numerical trouble: a condition without a
@@ -334,6 +341,11 @@ def optimize_trajectories(
         )
     ref = StackedControllers.of(prev)
     dyn = StackedDynamics.of(dynamics)
+    if entropy_weight is not None:
+        nu = np.asarray(entropy_weight, dtype=float)
+        if nu.shape != ref.k.shape[:2] or not np.all(nu >= 0):
+            raise MismatchError(f"optimize_trajectories: expected entropy weights >= 0 of shape "
+                                f"{ref.k.shape[:2]}, found shape {nu.shape}")
     problem = _Problem(augment_dynamics(dyn.Fm, dyn.fv), augment_cost(cost.Cm, cost.cv),
                        kl_penalty(ref))
     eps = np.asarray(kl_target, dtype=float)
@@ -365,8 +377,10 @@ def optimize_trajectories(
         if keep.size == 0:
             break
         sub = np.flatnonzero(~given_up)
-        new = StackedControllers(result.K[sub], result.k[sub], np.linalg.inv(result.Quu[sub]),
-                                 result.Quu[sub])
+        Quu = result.Quu[sub]
+        if entropy_weight is not None:
+            Quu = Quu * (eta[keep, None] / (eta[keep, None] + nu[keep]))[..., None, None]
+        new = StackedControllers(result.K[sub], result.k[sub], np.linalg.inv(Quu), Quu)
         kl = trajectory_kl(new, ref, dyn) if keep.size == M else \
             trajectory_kl(new, ref.take(keep), dyn.take(keep))
         still = []

@@ -82,20 +82,36 @@ class GPSConfig:
     2/4 training, 40 % / 40 % held-out with the anchored draws (4/4 training at iterations 9-10
     in both), against 2/4 and 3/4, 20 % / 20 % without; unanchored draws made seed 1 diverge."""
     init_policy_weight: float = 0.01
-    """BADMM: initial nu_t."""
+    """BADMM: initial nu_t, the weight (in cost units, like the trust region's eta) of the C-step's
+    D_KL(controller || policy) term and of the S-step's samples."""
     policy_dual_rate: float = 0.1
-    """BADMM: step of the lambda update."""
-    policy_weight_step: float = 0.01
-    """BADMM: nu_t <- max(nu_t + this * KL_t, min_policy_weight)."""
+    """BADMM: step of the lambda update as a fraction of the controller-policy action gap g_t:
+    lambda_t += rate nu_t (Sigma_controller + Sigma_policy)^-1 g_t. That change moves the C-step's
+    mean action by at most rate * g_t / (1 + its precision ratio) and the S-step's target by the
+    rest of rate * g_t, so a rate in (0, 1] closes the gap without overshooting it."""
+    policy_kl_schedule: tuple[float, ...] = (1.0, 0.5, 0.25, 0.1)
+    """BADMM: target per-step D_KL(controller || policy) in nats at the dual steps of iterations
+    1, 2, ... (the last value repeats): nu_t grows by ``policy_weight_factor`` where the KL of step
+    t is above the target and shrinks by it where the KL is below target / factor^2."""
+    policy_weight_factor: float = 2.0
+    """BADMM: multiplicative step of nu_t (> 1)."""
     min_policy_weight: float = 1e-4
     """BADMM: floor of nu_t."""
+    max_policy_weight: float = 1e4
+    """BADMM: ceiling of nu_t."""
 
     def __post_init__(self) -> None:
-        if self.init_policy_weight <= 0 or self.policy_dual_rate < 0 or \
-                self.policy_weight_step < 0:
-            raise ValueError("GPSConfig: expected init_policy_weight > 0 and non-negative "
-                             f"dual rates, found {self.init_policy_weight}, "
-                             f"{self.policy_dual_rate}, {self.policy_weight_step}")
+        if self.init_policy_weight <= 0 or not 0 <= self.policy_dual_rate <= 2 or \
+                self.policy_weight_factor <= 1 or not self.policy_kl_schedule or \
+                min(self.policy_kl_schedule) <= 0 or \
+                not 0 < self.min_policy_weight <= self.max_policy_weight:
+            raise ValueError(
+                "GPSConfig: expected init_policy_weight > 0, 0 <= policy_dual_rate <= 2, "
+                "policy_weight_factor > 1, a non-empty positive policy_kl_schedule and "
+                "0 < min_policy_weight <= max_policy_weight, found "
+                f"{self.init_policy_weight}, {self.policy_dual_rate}, "
+                f"{self.policy_weight_factor}, {self.policy_kl_schedule}, "
+                f"{self.min_policy_weight}, {self.max_policy_weight}")
 
 
 @dataclass(frozen=True)
@@ -374,7 +390,7 @@ class _GPS:
             predicted, actual = self._step_adjust(ref, dyn, quad)
             eps = cfg.lqr.kl_step * self._step_mult * self.T
             result = optimize_trajectories(reference, dynamics, self._c_step_cost(quad, lins),
-                                           eps, self._eta, cfg.lqr.dual)
+                                           eps, self._eta, cfg.lqr.dual, self._c_step_entropy())
             traj_done = time.perf_counter()
             data = self._sstep_states(batches, observations, result.controllers, dynamics)
             upd = self._train_policy(self._s_step_targets(result.controllers, data))
@@ -411,6 +427,10 @@ class _GPS:
                      ) -> QuadraticCost:
         """The cost the C-step minimises."""
         return quad
+
+    def _c_step_entropy(self) -> np.ndarray | None:
+        """(M, T) extra entropy weights of the C-step (see ``optimize_trajectories``)."""
+        return None
 
     def _s_step_targets(self, controllers: list[LinearGaussianController],
                         data: list[tuple[np.ndarray, Observations]]) -> list[PolicyTargets]:
@@ -472,28 +492,48 @@ class MDGPS(_GPS):
 
 def augment_with_policy(quad: QuadraticCost, reference: StackedControllers, nu: np.ndarray,
                         lambda_K: np.ndarray, lambda_k: np.ndarray) -> QuadraticCost:
-    """c + nu_t (-log pi_hat(u|x)) + (lambda_K,t x + lambda_k,t)^T u as a quadratic cost model.
+    """c + nu_t (-log pi_hat(u|x)) + lambda_t(x)^T (u - mu_hat_t(x)) as a quadratic cost model, up
+    to a constant (the log-normaliser of pi_hat), with lambda_t(x) = lambda_K,t x + lambda_k,t and
+    mu_hat_t(x) = K_hat,t x + k_hat,t the mean of pi_hat.
+
+    This is the cost part of BADMM's C-step Lagrangian. The multiplier term prices the whole
+    constraint u = mu_hat(x): its -lambda(x)^T mu_hat(x) half does not depend on the action but on
+    the state, which the controller changes too. With only lambda^T u, minimising over u leaves a
+    state cost x^T K_hat^T lambda_K x of either sign and first order in lambda; with the whole
+    term it leaves -1/2 lambda(x)^T (nu P_hat)^-1 lambda(x), second order and bounded by the dual
+    step (see ``GPSConfig.policy_dual_rate``). The entropy part of nu_t D_KL(p || pi_hat) is not a
+    cost; it goes to ``optimize_trajectories`` as ``entropy_weight`` (without it the term would
+    reward shrinking the controller's covariance without bound).
 
     Args:
         quad: (M, T, ...) cost model.
         reference: pi_hat per condition (its precision defines -log pi_hat up to a constant).
         nu: (M, T) weights; lambda_K: (M, T, dU, dX); lambda_k: (M, T, dU).
     """
-    dX = lambda_K.shape[-1]
-    pen = kl_penalty(reference)  # (M, T, D+1, D+1) on [1; x; u]
-    Cm = quad.Cm + nu[..., None, None] * pen[..., 1:, 1:]
-    cv = quad.cv + nu[..., None] * pen[..., 1:, 0]
-    cc = quad.cc + 0.5 * nu * pen[..., 0, 0]
-    Cm = Cm.copy()
-    Cm[..., dX:, :dX] += lambda_K
-    Cm[..., :dX, dX:] += np.swapaxes(lambda_K, -1, -2)
-    cv = cv.copy()
-    cv[..., dX:] += lambda_k
-    return QuadraticCost(cc, cv, Cm)
+    M, T, dU, dX = lambda_K.shape
+    # On z_aug = [1; x; u]: u - mu_hat(x) = R z_aug with R = [-k_hat, -K_hat, I] and
+    # lambda(x) = L z_aug with L = [lambda_k, lambda_K, 0]; (L z)^T (R z) = 1/2 z^T (L^T R + R^T L) z.
+    R = np.concatenate([-reference.k[..., None], -reference.K,
+                        np.broadcast_to(np.eye(dU), (M, T, dU, dU))], axis=-1)
+    L = np.concatenate([lambda_k[..., None], lambda_K, np.zeros((M, T, dU, dU))], axis=-1)
+    LR = np.swapaxes(L, -1, -2) @ R
+    H = nu[..., None, None] * kl_penalty(reference) + LR + np.swapaxes(LR, -1, -2)
+    return QuadraticCost(quad.cc + 0.5 * H[..., 0, 0], quad.cv + H[..., 1:, 0],
+                         quad.Cm + H[..., 1:, 1:])
 
 
 class BADMM(_GPS):
-    """BADMM GPS (see the module docstring)."""
+    """BADMM GPS (see the module docstring).
+
+    The C-step minimises, per condition, E_p[sum_t c_t + lambda_t(x)^T u_t] + sum_t nu_t
+    D_KL(p(u_t|x_t) || pi_hat(u_t|x_t)) within D_KL(p || p_prev) <= eps: with the trust region's
+    multiplier eta, step t's action distribution is the max-entropy solution at temperature
+    eta + nu_t of c + lambda^T u + nu_t (-log pi_hat) + eta (-log p_prev). The S-step minimises
+    sum_t nu_t E[D_KL(pi || p)] - lambda_t(x)^T u_pi, i.e. the precision-weighted regression onto
+    the controllers' actions shifted by P^-1 lambda / nu, weighted by nu_t. The dual step moves
+    lambda along the action gap in the metric (Sigma_p + Sigma_pi)^-1 (see
+    ``GPSConfig.policy_dual_rate``) and adapts nu_t multiplicatively towards a per-step KL target.
+    """
 
     name = "badmm"
 
@@ -507,18 +547,29 @@ class BADMM(_GPS):
     def _dual_step(self, batches: Sequence[SampleBatch], observations: Sequence[Observations],
                    lins: list[LinearGaussianController],
                    dynamics: list[LinearGaussianDynamics]) -> np.ndarray:
-        """lambda += rate nu P (controller - policy); nu_t by a gradient step on KL_t."""
+        """lambda_t += rate nu_t (Sigma_p + Sigma_pi)^-1 gap_t(x); nu_t by the KL schedule.
+
+        gap_t(x) = (K_t - K_pi,t)(x - x_bar_t) + mean_n(u_p - u_pi)_t, the controller-policy
+        action gap around the samples' mean state: its slope from the policy linearisation, its
+        level from the policy's actual outputs. Returns the per-step KL (M, T) that set nu.
+        """
         cfg = self.config
-        rate = cfg.policy_dual_rate
         for m, (c, b, o, lin) in enumerate(zip(self._controllers, batches, observations, lins,
                                                strict=True)):
             u_ctrl = np.einsum("tux,ntx->ntu", c.K, b.X) + c.k
-            u_pol = self._policy_outputs(o)
-            scaled = rate * self.nu[m][:, None, None] * c.precision  # (T, dU, dU)
-            self.lambda_k[m] += np.einsum("tij,tj->ti", scaled, (u_ctrl - u_pol).mean(axis=0))
-            self.lambda_K[m] += scaled @ (c.K - lin.K)
+            gap = (u_ctrl - self._policy_outputs(o)).mean(axis=0)  # (T, dU)
+            dK = c.K - lin.K
+            offset = gap - np.einsum("tux,tx->tu", dK, b.X.mean(axis=0))
+            metric = np.linalg.inv(c.covar + lin.covar)  # (T, dU, dU)
+            scaled = cfg.policy_dual_rate * self.nu[m][:, None, None] * metric
+            self.lambda_K[m] += scaled @ dK
+            self.lambda_k[m] += np.einsum("tij,tj->ti", scaled, offset)
         kl = policy_kl(self._controllers, lins, dynamics)
-        self.nu = np.maximum(self.nu + cfg.policy_weight_step * kl, cfg.min_policy_weight)
+        schedule = cfg.policy_kl_schedule
+        target = schedule[min(self._iteration - 1, len(schedule) - 1)]
+        f = cfg.policy_weight_factor
+        factor = np.where(kl > target, f, np.where(kl < target / f**2, 1.0 / f, 1.0))
+        self.nu = np.clip(self.nu * factor, cfg.min_policy_weight, cfg.max_policy_weight)
         return kl
 
     def _before_c_step(self, batches: Sequence[SampleBatch],
@@ -536,6 +587,9 @@ class BADMM(_GPS):
                      ) -> QuadraticCost:
         return augment_with_policy(quad, StackedControllers.of(lins), self.nu, self.lambda_K,
                                    self.lambda_k)
+
+    def _c_step_entropy(self) -> np.ndarray:
+        return self.nu
 
     def _s_step_targets(self, controllers: list[LinearGaussianController],
                         data: list[tuple[np.ndarray, Observations]]) -> list[PolicyTargets]:
