@@ -17,11 +17,12 @@ how the C-step is tied to the policy:
   reference per condition is pi_hat. The step size adapts like LQR-FLM's, from the expected cost
   of pi_hat before and after (the policy is what must improve).
 - :class:`BADMM`: the C-step keeps the KL trust region against the previous controller, with the
-  cost augmented by nu_t (-log pi_hat(u|x)) + (lambda_K,t x + lambda_k,t)^T u
-  (:func:`augment_with_policy`); after each S-step the duals move along the constraint
-  violation, lambda <- lambda + rate nu P (u_controller - u_policy), and nu_t by a dual gradient
-  step on the per-step KL between controller and policy. The S-step's targets are shifted by
-  P^-1 lambda / nu and weighted by nu_t, the policy's side of the same Lagrangian.
+  cost augmented by nu_t (-log pi_hat(u|x)) + lambda_t(x)^T (u - mu_hat_t(x))
+  (:func:`augment_with_policy`) and each step tempered at eta + nu_t (the entropy half of
+  nu_t D_KL(p || pi_hat)); before each C-step the duals move along the controller-policy action
+  gap, lambda <- lambda + rate nu (Sigma_p + Sigma_pi)^-1 gap, and nu_t is multiplied or divided
+  towards a per-step KL target (``GPSConfig.policy_kl_schedule``). The S-step's targets are
+  shifted by P^-1 lambda / nu and weighted by nu_t, the policy's side of the same Lagrangian.
 
 Sampling: ``sample_on_policy`` (MDGPS only) runs the global policy (with its own noise) from the
 second iteration on; otherwise the local controllers are run (off-policy).
@@ -512,7 +513,8 @@ def augment_with_policy(quad: QuadraticCost, reference: StackedControllers, nu: 
     """
     M, T, dU, dX = lambda_K.shape
     # On z_aug = [1; x; u]: u - mu_hat(x) = R z_aug with R = [-k_hat, -K_hat, I] and
-    # lambda(x) = L z_aug with L = [lambda_k, lambda_K, 0]; (L z)^T (R z) = 1/2 z^T (L^T R + R^T L) z.
+    # lambda(x) = L z_aug with L = [lambda_k, lambda_K, 0];
+    # (L z)^T (R z) = 1/2 z^T (L^T R + R^T L) z.
     R = np.concatenate([-reference.k[..., None], -reference.K,
                         np.broadcast_to(np.eye(dU), (M, T, dU, dU))], axis=-1)
     L = np.concatenate([lambda_k[..., None], lambda_K, np.zeros((M, T, dU, dU))], axis=-1)
