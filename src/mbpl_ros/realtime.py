@@ -153,10 +153,17 @@ class DeadlineLoop:
         self._cpu_s += time.thread_time() - cpu0
         self._wall_s += perf() - wall0
 
-    def stats(self) -> LatenessStats:
+    def stats(self, recent: int | None = None) -> LatenessStats:
+        """Statistics over the history window, or over its ``recent`` newest ticks only (cheap
+        enough to compute while the loop runs: a percentile over a minute of ticks holds the
+        interpreter for milliseconds, which a loop thread of the same process waits out)."""
         n = min(self._count, self._lateness.size)
+        if recent is not None and recent < n:
+            window = np.arange(self._count - recent, self._count) % self._lateness.size
+        else:
+            window = slice(0, n)
         cpu_frac = self._cpu_s / self._wall_s if self._wall_s > 0 else float("nan")
-        stats = LatenessStats.from_lateness(self._lateness[:n], self.period_s, cpu_frac,
-                                            self._work[:n])
-        # Deadlines skipped after the ticks still in the history window count as missed.
-        return replace(stats, missed=stats.missed + int(self._skipped_after[:n].sum()))
+        stats = LatenessStats.from_lateness(self._lateness[window], self.period_s, cpu_frac,
+                                            self._work[window])
+        # Deadlines skipped after the ticks in the window count as missed.
+        return replace(stats, missed=stats.missed + int(self._skipped_after[window].sum()))

@@ -41,3 +41,21 @@ def test_lateness_stats_percentiles_against_numpy():
     np.testing.assert_allclose(stats.p99_us, np.percentile(lateness, 99) * 1e6)
     np.testing.assert_allclose(stats.work_p50_us, np.median(lateness) / 2 * 1e6)
     assert stats.missed == np.count_nonzero(lateness > 1e-3)
+
+
+def test_recent_stats_cover_only_the_newest_ticks_across_the_ring_wrap():
+    loop = DeadlineLoop(0.001, history=50)
+
+    def tick(i: int) -> bool:
+        if i == 60:  # inside the last 10 of 70 ticks, after the ring (50) wrapped
+            time.sleep(0.0035)
+        elif i == 25:  # still inside the 50-tick history, outside the last 10
+            time.sleep(0.0025)
+        return True
+
+    loop.run(tick, threading.Event(), max_ticks=70)
+    whole, recent = loop.stats(), loop.stats(recent=10)
+    assert (whole.ticks, recent.ticks) == (50, 10)
+    assert recent.work_p99_us >= 0.9 * 3_500 and recent.missed >= 2
+    assert whole.missed >= recent.missed + 1  # the tick 25 overrun is in the whole window only
+    assert loop.stats(recent=500).ticks == 50  # more than the history: the whole window

@@ -137,6 +137,9 @@ BRIDGE_ATTEMPT_S = 2.0
 """Lockstep: wait this long for one reset request to the bridge before sending it again, s."""
 CAMERA_DISCOVERY_S = 5.0
 """record_images: wait this long for the camera topic's publisher to be discovered, s."""
+STATUS_STATS_S = 2.0
+"""The status message's lateness percentiles cover the last this many seconds: computed in the ROS
+thread, which holds the interpreter meanwhile, so over a short window whatever the stats_file's."""
 EVENT_POLL_S = 0.02
 """How often the ROS thread collects the loop's events (trial results, progress, logs), s. (The
 EventsExecutor has no guard conditions for the loop to wake it with.)"""
@@ -337,9 +340,9 @@ class ControllerExecutor(Node):
             "gil_switch_interval_us": (100.0, "Python thread switch interval, µs, so the loop "
                                               "thread gets the interpreter back quickly from "
                                               "callbacks (Python's default is 5000)"),
-            "stats_window_s": (2.0, "lateness percentiles (status, stats_file) cover the last "
-                                    "this many seconds (a short window keeps the status "
-                                    "percentile cheap for the ROS thread)"),
+            "stats_window_s": (2.0, "the stats_file's lateness percentiles cover the last this "
+                                    "many seconds (the status always covers the last "
+                                    f"{STATUS_STATS_S:g} s)"),
             "stats_file": ("", "write loop statistics here (JSON) at shutdown; empty: none"),
             "camera_topic": ("camera/image_raw",
                              "camera images for RunTrial goals with record_images (relative "
@@ -573,7 +576,7 @@ class ControllerExecutor(Node):
         msg.ticks = self.loop_ticks
         msg.trial_step = self.core.trial_step
         if not self.lockstep:
-            stats = self._loop.stats()
+            stats = self._loop.stats(recent=round(STATUS_STATS_S / self.period_s))
             msg.missed_ticks = stats.missed
             msg.lateness_p99_us = 0.0 if np.isnan(stats.p99_us) else stats.p99_us
         self._status_pub.publish(msg)
