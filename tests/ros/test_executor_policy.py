@@ -1,7 +1,8 @@
 """Neural policies in the controller executor without ROS: reading a policy file for this robot
 (refusals with the reason), the numpy evaluation against the torch network, and a policy trial
 stepped by the executor's core at 1 kHz (evaluated at step boundaries, held in between, faults
-replaced by zero torque and reported). The same over DDS: test_executor.py."""
+replaced by zero torque and reported). The same over DDS: test_executor.py. Visuomotor policy
+files: tests/executor/test_visuomotor_policy.py and test_executor_visuomotor.py."""
 
 from __future__ import annotations
 
@@ -42,9 +43,8 @@ JOINTS = tuple(f"joint{i}" for i in range(1, 8))
 LAYOUT = StateLayout(7, 1)
 
 
-def policy_file(path, joints=JOINTS, layout=LAYOUT, seed=0, visuomotor=False):
-    spec = ObservationSpec.visuomotor(layout, joints, (16, 16)) if visuomotor \
-        else ObservationSpec.full_state(layout, joints)
+def policy_file(path, joints=JOINTS, layout=LAYOUT, seed=0):
+    spec = ObservationSpec.full_state(layout, joints)
     policy = make_policy(spec, len(joints), hidden=(32, 32), channels=4, seed=seed)
     rng = np.random.default_rng(seed)
     policy.obs_norm = Normalizer(0.1 * rng.standard_normal(spec.dim),
@@ -74,7 +74,6 @@ def test_numpy_evaluation_matches_the_torch_network_and_noise_is_scaled_by_its_s
 @pytest.mark.parametrize("case, reason", [
     ("joints", "was trained for joints"),
     ("layout", "observes state entries"),
-    ("visuomotor", "visuomotor policy"),
     ("nan", "non-finite values in ['body.0.weight']"),
     ("missing", "not found"),
     ("garbage", "not a readable torch checkpoint"),
@@ -85,8 +84,6 @@ def test_a_policy_that_does_not_fit_this_robot_is_refused_with_the_reason(tmp_pa
         policy_file(path, joints=tuple(f"other{i}" for i in range(7)))
     elif case == "layout":
         policy_file(path, layout=StateLayout(7, 2))
-    elif case == "visuomotor":
-        policy_file(path, visuomotor=True)
     elif case == "nan":
         policy_file(path)
         payload = torch.load(path, weights_only=True)

@@ -30,6 +30,7 @@ from mbpl_ros.executor.pd import (
     ResetSettings,
 )
 from mbpl_ros.executor.policy import (
+    FrameFeatures,
     LoadedPolicy,
     PolicyActor,
     PolicyCache,
@@ -47,6 +48,7 @@ __all__ = [
     "ExecutorConfig",
     "ExecutorCore",
     "FinishReset",
+    "FrameFeatures",
     "Freshness",
     "Hold",
     "LoadedPolicy",

@@ -14,7 +14,9 @@ it (the joint-limit guard acted mid-step) are counted in ``altered_ticks``.
 What runs is any :class:`TrialActor`: a :class:`~mbpl_ros.core.controllers.LinearGaussianController`
 or a :class:`~mbpl_ros.executor.policy.PolicyActor`. An actor that counts ``faults`` (actions it
 replaced by zero torque because of non-finite values) has them counted per trial and reported
-through :attr:`TrialRun.fault`, so the loop can log them.
+through :attr:`TrialRun.fault`, so the loop can log them. An actor with a method
+``act_at(t, x, stamp_ns)`` is called through it with x_t's stamp (a visuomotor policy reads the
+camera frame of that very instant).
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ class TrialRun:
         """Set by the :meth:`tick` whose action the actor replaced by zeros (the reason)."""
         self.done = False
         self._actor_faults = getattr(c, "faults", 0)
+        self._act_at = getattr(c, "act_at", None)
 
     @property
     def step(self) -> int:
@@ -155,7 +158,8 @@ class TrialRun:
             self.done = True
             return None, False
         actor = self.spec.controller
-        self._held = actor.act(t, x)
+        self._held = actor.act(t, x) if self._act_at is None \
+            else self._act_at(t, x, int(self._stamps_ns[t]))
         faults = getattr(actor, "faults", 0)
         if faults != self._actor_faults:
             self._actor_faults = faults
