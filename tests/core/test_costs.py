@@ -8,6 +8,7 @@ import torch
 
 from mbpl_ros.core.costs import (
     ActionCost,
+    ApproachPhase,
     AutodiffCost,
     CostSum,
     Ramp,
@@ -37,7 +38,7 @@ def _torch_state_target(term: StateTargetCost):
     idx = torch.as_tensor(np.arange(LAYOUT.dim)[term.index])
     target = torch.as_tensor(np.broadcast_to(term.target, idx.shape).copy())
     w = torch.as_tensor(np.broadcast_to(term.weights, idx.shape).copy())
-    r = torch.as_tensor(ramp_weights(term.ramp, T, term.final_multiplier))
+    r = torch.as_tensor(ramp_weights(term.ramp, T, term.final_multiplier, term.active))
 
     def fn(x, u, t):
         d = x[idx] - target
@@ -53,11 +54,12 @@ def _assert_same(a, b, rtol=1e-9, atol=1e-9):
                                    err_msg=name)
 
 
+@pytest.mark.parametrize("active", [(0.0, 1.0), (0.2, 0.7)])
 @pytest.mark.parametrize("ramp", list(Ramp))
-def test_state_target_term_matches_autodiff(rng, ramp):
+def test_state_target_term_matches_autodiff(rng, ramp, active):
     term = StateTargetCost(LAYOUT.ee_points, target=0.01 * np.arange(6),
                            weights=[2, 2, 1, 2, 2, 1], l1=0.1, l2=10.0, alpha=1e-5, ramp=ramp,
-                           final_multiplier=10.0, curvature="exact")
+                           final_multiplier=10.0, curvature="exact", active=active)
     X, U = _trajectory(rng, n=3)
     _assert_same(term.eval(X, U), _torch_state_target(term).eval(X, U))
 
@@ -123,6 +125,8 @@ def test_ramps():
     np.testing.assert_allclose(ramp_weights(Ramp.LINEAR, 4), [0.25, 0.5, 0.75, 1.0])
     np.testing.assert_allclose(ramp_weights(Ramp.QUADRATIC, 2), [0.25, 1.0])
     np.testing.assert_allclose(ramp_weights(Ramp.FINAL_ONLY, 3, 10.0), [0, 0, 10])
+    np.testing.assert_allclose(ramp_weights(Ramp.LINEAR, 4, 2.0, (0.25, 0.75)), [0, 0.5, 0.75, 0])
+    np.testing.assert_allclose(ramp_weights(Ramp.CONSTANT, 10, 1.0, (0.3, 1.0)), [0] * 3 + [1] * 7)
 
 
 def test_cost_sum_weights_and_operators(rng):
@@ -137,7 +141,7 @@ def test_cost_sum_weights_and_operators(rng):
 def test_task_cost_factories_use_documented_weights(rng):
     w = TaskCostWeights()
     X, U = _trajectory(rng)
-    peg = peg_cost(LAYOUT)
+    peg = peg_cost(LAYOUT, approach=None)
     assert isinstance(peg, CostSum) and len(peg.terms) == 3
     action, every_step, final = peg.terms
     np.testing.assert_allclose(action.weights, w.action)
@@ -158,3 +162,27 @@ def test_shape_errors_are_clear():
             np.zeros((T, LAYOUT.dim)), np.zeros((T, 3)))
     with pytest.raises(ValueError, match="curvature"):
         StateTargetCost(LAYOUT.ee_points, curvature="gauss")
+
+
+def test_peg_approach_phase_tracks_points_above_the_hole_first():
+    w, approach = TaskCostWeights(), ApproachPhase(height=0.12, fraction=0.3)
+    peg = peg_cost(LAYOUT, approach=approach)
+    assert len(peg.terms) == 4
+    U = np.zeros((T, LAYOUT.action_dim))
+    # Every ee point exactly at its approach goal: 12 cm above its hole goal (z entries +0.12).
+    X = np.zeros((T, LAYOUT.dim))
+    X[:, LAYOUT.ee_points] = np.tile([0.0, 0.0, 0.12], LAYOUT.n_points)
+    first = [t for t in range(T) if t / T < approach.fraction]  # t = 0, 1 of 6
+    s = LAYOUT.n_points * 1.0 * 0.12**2  # z weight 1, both points 12 cm from the hole goal
+
+    def distance_cost(s):
+        return 0.5 * w.l2 * s + 0.5 * w.l1 * np.log(w.alpha + s)
+
+    expected = np.array([0.5 * w.l1 * np.log(w.alpha) if t in first else distance_cost(s)
+                         for t in range(T)])
+    expected[-1] += w.final_multiplier * distance_cost(s)
+    np.testing.assert_allclose(peg.eval(X, U).l, expected, rtol=1e-12)
+    with pytest.raises(ValueError, match="fraction"):
+        ApproachPhase(fraction=1.0)
+    with pytest.raises(ValueError, match="active"):
+        StateTargetCost(LAYOUT.ee_points, active=(0.5, 0.5))

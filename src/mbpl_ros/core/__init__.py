@@ -11,6 +11,7 @@ exploration noise), :mod:`.prior` (GMM dynamics prior), :mod:`.dynamics` (per-st
 from .controllers import LinearGaussianController, init_lqr, init_pd, smoothed_noise
 from .costs import (
     ActionCost,
+    ApproachPhase,
     AutodiffCost,
     Cost,
     CostExpansion,
@@ -44,6 +45,7 @@ from .state import StateLayout
 from .trajopt import DualConfig, QuadraticCost, optimize_trajectories, step_multiplier
 
 __all__ = [
+    "ApproachPhase",
     "LQRFLM",
     "ActionCost",
     "AutodiffCost",

@@ -138,8 +138,10 @@ class Ramp(enum.Enum):
     """0 except at the last step."""
 
 
-def ramp_weights(ramp: Ramp, T: int, final_multiplier: float = 1.0) -> np.ndarray:
-    """Weights (T,) of a ramp, the last one multiplied by ``final_multiplier``."""
+def ramp_weights(ramp: Ramp, T: int, final_multiplier: float = 1.0,
+                 active: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """Weights (T,) of a ramp, the last one multiplied by ``final_multiplier``, zero outside the
+    ``active`` part of the horizon: steps t with start <= t / T < stop."""
     ramp = Ramp(ramp)
     progress = np.arange(1, T + 1) / T
     if ramp is Ramp.CONSTANT:
@@ -152,7 +154,9 @@ def ramp_weights(ramp: Ramp, T: int, final_multiplier: float = 1.0) -> np.ndarra
         w = np.zeros(T)
         w[-1] = 1.0
     w[-1] *= final_multiplier
-    return w
+    start, stop = active
+    phase = np.arange(T) / T
+    return np.where((phase >= start) & (phase < stop), w, 0.0)
 
 
 class ActionCost(_InPlaceCost):
@@ -203,6 +207,7 @@ class StateTargetCost(_InPlaceCost):
         ramp: Ramp = Ramp.CONSTANT,
         final_multiplier: float = 1.0,
         curvature: str = "convex",
+        active: tuple[float, float] = (0.0, 1.0),
     ) -> None:
         """Args:
         index: state entries the term acts on (a slice such as ``StateLayout.ee_points``).
@@ -214,7 +219,13 @@ class StateTargetCost(_InPlaceCost):
         ramp: time profile of the weight.
         final_multiplier: extra factor on the last step.
         curvature: "convex" (PSD Hessian, for LQR) or "exact".
+        active: (start, stop) fractions of the horizon where the term acts (see
+            :func:`ramp_weights`).
         """
+        start, stop = active
+        if not 0.0 <= start < stop <= 1.0:
+            raise ValueError(f"StateTargetCost: expected 0 <= start < stop <= 1 for active, "
+                             f"found {active}")
         if curvature not in ("convex", "exact"):
             raise ValueError(f"StateTargetCost: expected curvature 'convex' or 'exact', "
                              f"found {curvature!r}")
@@ -227,6 +238,7 @@ class StateTargetCost(_InPlaceCost):
         self.ramp = Ramp(ramp)
         self.final_multiplier = float(final_multiplier)
         self.curvature = curvature
+        self.active = (float(start), float(stop))
 
     def _entries(self, dX: int) -> np.ndarray:
         if isinstance(self.index, slice):
@@ -245,7 +257,7 @@ class StateTargetCost(_InPlaceCost):
                 raise ShapeError.expected(f"StateTargetCost.{name}", f"scalar or ({n},)",
                                           value.shape)
         w = np.broadcast_to(self.weights, (n,))
-        r = weight * ramp_weights(self.ramp, T, self.final_multiplier)
+        r = weight * ramp_weights(self.ramp, T, self.final_multiplier, self.active)
         sel = self.index if isinstance(self.index, slice) else idx
         d = X[..., sel] - self.target
         wd = w * d
@@ -364,17 +376,25 @@ def ee_points_cost(
     ramp: Ramp = Ramp.CONSTANT,
     final_multiplier: float = 1.0,
     curvature: str = "convex",
+    offset: Sequence[float] | np.ndarray = (0.0, 0.0, 0.0),
+    active: tuple[float, float] = (0.0, 1.0),
 ) -> StateTargetCost:
-    """End-effector points to their targets (the state holds point minus target, so target 0).
+    """End-effector points to their targets (the state holds point minus target), or to their
+    targets moved by ``offset`` (3,), m, in the world frame (e.g. above a hole).
 
-    ``weights`` is a scalar, (3,) per axis (repeated for every point) or (3 n_points,).
+    ``weights`` is a scalar, (3,) per axis (repeated for every point) or (3 n_points,);
+    ``active``: the part of the horizon where the term acts (:func:`ramp_weights`).
     """
     n = 3 * layout.n_points
     w = np.asarray(weights, dtype=float)
     if w.shape == (3,) and n != 3:
         w = np.tile(w, layout.n_points)
-    return StateTargetCost(layout.ee_points, 0.0, w, l1, l2, alpha, ramp, final_multiplier,
-                           curvature)
+    shift = np.asarray(offset, dtype=float)
+    if shift.shape != (3,):
+        raise ShapeError.expected("ee_points_cost offset", "(3,)", shift.shape)
+    target = np.tile(shift, layout.n_points) if np.any(shift) else 0.0
+    return StateTargetCost(layout.ee_points, target, w, l1, l2, alpha, ramp, final_multiplier,
+                           curvature, active)
 
 
 def joint_target_cost(
@@ -408,13 +428,43 @@ class TaskCostWeights:
     """Weight of the extra final-step copy of the distance term."""
 
 
+@dataclass(frozen=True)
+class ApproachPhase:
+    """Peg insertion in two phases: the first ``fraction`` of the horizon tracks goal points
+    ``height`` above the hole's (the peg upright over the hole, clear of the block), the rest
+    the hole's own. A state policy has no clock: it learns "descend once above the hole"
+    from controllers that arrive above it, hover and descend, instead of diagonal descents
+    that meet the block within 0.5 s. Measured (MDGPS, 4 conditions, 12 iterations, 10
+    held-out conditions between them, seeds 0 / 1): without the phase the runs ended at 70 % /
+    60 % held-out, the failures resting on the block top 1-2 cm beside the hole (a policy's
+    small lateral error at arrival, then pressed down against friction); with it 100 % / 100 %.
+    """
+
+    height: float = 0.12
+    """Of the approach goal above the hole bottom, m (the default hole is 8 cm deep)."""
+    fraction: float = 0.3
+    """Part of the horizon spent on the approach."""
+
+    def __post_init__(self) -> None:
+        if not (self.height > 0 and 0 < self.fraction < 1):
+            raise ValueError(f"ApproachPhase: expected height > 0 and 0 < fraction < 1, found "
+                             f"{self.height}, {self.fraction}")
+
+
 def _task_cost(layout: StateLayout, point_weights: np.ndarray, w: TaskCostWeights,
-               curvature: str) -> CostSum:
-    every_step = ee_points_cost(layout, point_weights, w.l1, w.l2, w.alpha, Ramp.CONSTANT, 1.0,
-                                curvature)
-    final = ee_points_cost(layout, point_weights, w.l1, w.l2, w.alpha, Ramp.FINAL_ONLY,
-                           w.final_multiplier, curvature)
-    return CostSum([ActionCost(w.action), every_step, final])
+               curvature: str, approach: ApproachPhase | None = None) -> CostSum:
+    terms: list[Cost] = [ActionCost(w.action)]
+    track_from = 0.0
+    if approach is not None:
+        track_from = approach.fraction
+        terms.append(ee_points_cost(layout, point_weights, w.l1, w.l2, w.alpha, Ramp.CONSTANT,
+                                    1.0, curvature, offset=(0.0, 0.0, approach.height),
+                                    active=(0.0, track_from)))
+    terms.append(ee_points_cost(layout, point_weights, w.l1, w.l2, w.alpha, Ramp.CONSTANT, 1.0,
+                                curvature, active=(track_from, 1.0)))
+    terms.append(ee_points_cost(layout, point_weights, w.l1, w.l2, w.alpha, Ramp.FINAL_ONLY,
+                                w.final_multiplier, curvature))
+    return CostSum(terms)
 
 
 def reach_cost(
@@ -428,11 +478,14 @@ def reach_cost(
 
 
 def peg_cost(
-    layout: StateLayout, weights: TaskCostWeights | None = None, curvature: str = "convex"
+    layout: StateLayout, weights: TaskCostWeights | None = None, curvature: str = "convex",
+    approach: ApproachPhase | None = ApproachPhase(),  # noqa: B008 (frozen, never mutated)
 ) -> CostSum:
-    """Peg insertion: as :func:`reach_cost`, with horizontal errors weighted 2, vertical 1.
+    """Peg insertion: as :func:`reach_cost`, with horizontal errors weighted 2, vertical 1, and
+    an approach phase above the hole first (:class:`ApproachPhase`; None: none).
 
     Weighting x and y twice as much as z makes the arm align the peg over the hole before it
     descends (the cbfinn/gps peg examples used the same 2, 2, 1 point weights).
     """
-    return _task_cost(layout, np.array([2.0, 2.0, 1.0]), weights or TaskCostWeights(), curvature)
+    return _task_cost(layout, np.array([2.0, 2.0, 1.0]), weights or TaskCostWeights(), curvature,
+                      approach)
