@@ -5,6 +5,10 @@ Topics (relative, so a namespace puts one simulated arm per namespace):
   out  joint_states                sensor_msgs/JointState
   out  camera/image_raw            sensor_msgs/Image (rgb8), camera_rate_hz in sim time, stamped
                                    like the joint state of the same instant
+  out  camera/camera_info          sensor_msgs/CameraInfo, transient local, once: the camera
+                                   (image_width/height, camera_fovy_deg, camera_supersample as
+                                   binning; :mod:`mbpl_ros.camera`), which an executor compares
+                                   with the camera a visuomotor policy was trained with
   out  /clock                      rosgraph_msgs/Clock (sim time)
 Services: ~/reset_to_condition, ~/pause (std_srvs/SetBool), ~/step.
 
@@ -31,12 +35,13 @@ from pathlib import Path
 import numpy as np
 from mbpl_interfaces.srv import ResetToCondition, StepSimulation
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool
 
+from mbpl_ros.camera import CameraModel, camera_info_fields
 from mbpl_ros.nodes.parameters import declare_parameters
 from mbpl_ros.nodes.run import run_node
 from mbpl_ros.realtime import DeadlineLoop, LatestValue, try_realtime_priority
@@ -58,8 +63,11 @@ class SimBridge(Node):
         p = self._declare_parameters()
         self.mode: str = p["mode"]
         self.lockstep_steps: int = p["lockstep_steps"]
+        self.camera = CameraModel(p["image_height"], p["image_width"], p["camera_fovy_deg"],
+                                  p["camera_supersample"])
         self.sim = make_sim(p["backend"], p["urdf"] or None, p["ee_link"] or None,
-                            task=p["task"])
+                            task=p["task"], camera_fovy_deg=self.camera.fovy_deg,
+                            camera_supersample=self.camera.supersample)
         arm = self.sim.description
         self.joint_names: list[str] = list(arm.joint_names)
         self.n_joints: int = arm.n_joints
@@ -85,6 +93,11 @@ class SimBridge(Node):
         self._image_pub = self.create_publisher(
             Image, "camera/image_raw", QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE)
         ) if self._camera_period_steps else None
+        self._info_pub = self.create_publisher(
+            CameraInfo, "camera/camera_info",
+            QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        ) if self._camera_period_steps else None
         self._clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.create_subscription(
             Float64MultiArray, "effort_controller/commands", self._on_command, qos)
@@ -93,6 +106,8 @@ class SimBridge(Node):
         self.create_service(StepSimulation, "~/step", self._on_step)
 
         self.sim.reset(self.conditions[0])
+        if self._info_pub is not None:
+            self._info_pub.publish(self._camera_info())
         self._loop = DeadlineLoop(self.sim.timestep)
         self._thread: threading.Thread | None = None
         if self.mode == "realtime":
@@ -115,6 +130,12 @@ class SimBridge(Node):
             "camera_rate_hz": (0.0, "camera publishing rate in sim time, Hz; 0: no camera"),
             "image_width": (64, "camera image width, px"),
             "image_height": (64, "camera image height, px"),
+            "camera_fovy_deg": (55.0, "camera vertical field of view, degrees (a visuomotor "
+                                      "policy needs the one it was trained with: mbpl train's "
+                                      "camera_fovy_deg)"),
+            "camera_supersample": (1, "render the camera image this many times larger and "
+                                      "block-average it (as the policy was trained: mbpl "
+                                      "train's camera_supersample)"),
             "clock_every_steps": (10, "publish /clock every this many physics steps (realtime)"),
         }
         values = declare_parameters(self, specs)
@@ -291,6 +312,14 @@ class SimBridge(Node):
         msg.step = msg.width * 3
         msg.data = pixels.tobytes()
         self._image_pub.publish(msg)
+
+    def _camera_info(self) -> CameraInfo:
+        msg = CameraInfo()
+        msg.header.stamp = self._sim_stamp().clock
+        msg.header.frame_id = "camera_optical_frame"
+        for name, value in camera_info_fields(self.camera).items():
+            setattr(msg, name, value)
+        return msg
 
     def realtime_stats(self):
         """Lateness of the physics loop (realtime mode)."""
