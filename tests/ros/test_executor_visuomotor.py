@@ -240,6 +240,8 @@ def test_a_step_whose_frame_never_comes_aborts_the_trial_with_the_reason(ros_nod
     camera_graph.start_bridge(camera_rate_hz=0.5 / DT)
     try:
         client = Client(ros_node, joint_states=False)
+        assert spin_until(ros_node, lambda: ros_node.count_publishers("/camera/image_raw") > 0,
+                          60), "the new bridge's camera did not come up"
         handle = client.send(policy_goal(path, 0), timeout=180)
         assert handle.accepted, client.statuses[-1].reason if client.statuses else ""
         result = client.result(handle).result

@@ -5,8 +5,11 @@ wires it to ROS).
 Topics (relative, so a namespace gives one executor per arm):
   in   state                        mbpl_interfaces/ArmState (from the state_estimator)
   out  effort_controller/commands   std_msgs/Float64MultiArray, one effort per joint, URDF order
-  in   camera/image_raw             sensor_msgs/Image (camera_topic), only kept while a trial
-                                    with record_images runs
+  in   camera/image_raw             sensor_msgs/Image (camera_topic): kept while a trial with
+                                    record_images runs, fed to a visuomotor policy's vision
+                                    layers while its trial runs, the last few always kept
+  in   camera/camera_info           sensor_msgs/CameraInfo (camera_info_topic, transient local):
+                                    the camera a visuomotor policy goal is checked against
   out  target                       mbpl_interfaces/Target, transient local: the trial's target
                                     with the goal of every ee point (an arm given by its own URDF
                                     reaches goals from its forward kinematics, not tool-down ones)
@@ -40,6 +43,21 @@ trainer), so the trial is deterministic and exactly recorded. Importing torch ho
 interpreter for stretches of up to hundreds of ms on a busy 2-core machine, which stalls a
 real-time loop running in the same process: set ``preload_torch`` to import it at start-up, before
 the loop runs.
+
+Visuomotor policies (a ``policy_path`` whose network reads camera images) run in lockstep only; in
+real time the goal is refused with the reason (the bridge renders at camera_rate_hz in its physics
+thread, ~30 ms a frame here, so there is no frame at each step's instant, and torch's vision pass
+would compete with the 1 kHz loop for the two cores). At goal time the camera must be publishing
+and its CameraInfo must show the policy's image size and, where the policy file (or its run's
+summary.json) records them, its field of view and supersampling; otherwise the goal is refused
+naming both cameras. In the trial each state x_t reaches the loop only once the frame stamped
+exactly like it (the bridge renders it before publishing the state of that instant, with the same
+stamp) has been decoded and run through the vision layers, in the ROS thread as the frame arrives
+(:class:`VisionTrial`); the loop then evaluates only the network's fully connected head, in numpy
+(see :mod:`mbpl_ros.executor.policy`). A state whose frame has not come ``frame_timeout_s`` after
+it, or a frame of another size or encoding, aborts the trial with the reason: the policy never
+runs on an older or absent frame. The trial's log line gives the per-frame decode and vision
+times and the per-step time in the loop.
 
 Camera frames (a RunTrial goal with ``record_images``): the subscription hands the ROS thread
 serialized bytes, which are only queued while such a trial runs (nothing is decoded, and nothing
@@ -220,7 +238,8 @@ class ControllerExecutor(Node):
         self.image_max_age_s: float = p["image_max_age_s"]
         self.image_wait_s: float = p["image_wait_s"]
         self.camera_info_topic: str = p["camera_info_topic"]
-        self.frame_timeout_s: float = p["frame_timeout_s"]
+        # below the lockstep watchdog's, which would otherwise abort first with a vaguer reason
+        self.frame_timeout_s: float = min(p["frame_timeout_s"], 0.5 * p["lockstep_timeout_s"])
         self._frames: deque[bytes] | None = None
         """Serialized camera frames of the running record_images trial (None: not recording)."""
         self._recent_frames: deque[bytes] = deque(maxlen=RECENT_FRAMES)
@@ -397,7 +416,7 @@ class ControllerExecutor(Node):
                                   "the policy was trained with; empty: such goals are refused"),
             "frame_timeout_s": (0.5, "visuomotor policy trial (lockstep): abort when the camera "
                                      "frame of a state has not arrived this long after the state, "
-                                     "s (less than lockstep_timeout_s)"),
+                                     "s (at most half of lockstep_timeout_s is used)"),
             "image_max_age_s": (0.1, "record_images: a state's frame is the newest one stamped "
                                      "at or before it and at most this much older, s"),
             "image_wait_s": (2.0, "record_images: wait this long after a trial for frames "
@@ -454,10 +473,6 @@ class ControllerExecutor(Node):
                              f"found {v['stale_stop_ms']}")
         if v["dt"] < 0:
             raise ValueError(f"dt: expected >= 0 s, found {v['dt']}")
-        if v["frame_timeout_s"] >= v["lockstep_timeout_s"]:
-            raise ValueError(f"frame_timeout_s: expected less than lockstep_timeout_s "
-                             f"({v['lockstep_timeout_s']} s, which would abort the trial first "
-                             f"with a less telling reason), found {v['frame_timeout_s']}")
         if v["joint_limit_margin"] < 0 or v["pd_damping_ratio"] < 0:
             raise ValueError("joint_limit_margin and pd_damping_ratio: expected >= 0, found "
                              f"{v['joint_limit_margin']} and {v['pd_damping_ratio']}")
@@ -1107,7 +1122,8 @@ class ControllerExecutor(Node):
             self._submit(CancelTrial(vision.token, vision.reason))
 
     def _no_frame_reason(self, stamp_ns: int) -> str:
-        return (f"no camera frame on {self.camera_topic} stamped like the state at "
+        topic = self._camera_sub.topic_name if self._camera_sub is not None else "no topic"
+        return (f"no camera frame on {topic} stamped like the state at "
                 f"{stamp_ns * 1e-9:.6f} s within frame_timeout_s {self.frame_timeout_s:g} s "
                 "(the policy never runs on an older frame; the bridge must render one per "
                 "policy step: camera_rate_hz = 1 / dt)")

@@ -336,7 +336,8 @@ PARAMETERS = {
     "stiffness_vel": (0.5, "initial hold-x0 LQR: relative velocity weight"),
     "final_weight": (1.0, "initial hold-x0 LQR: final-step multiplier"),
     "policy": ("mlp", "GPS: mlp (state-based policy on all of x); visuomotor is refused through "
-                      "ROS (the executor has no camera images)"),
+                      "ROS (its vision pretraining needs a simulator; train it with --graph "
+                      "direct)"),
     "test_conditions": (0, "GPS: held-out conditions evaluated every iteration"),
     "test_seed": (-1, "GPS: seed of the held-out conditions; -1: seed + 1000"),
     "sample_on_policy": (False, "MDGPS: sample the global policy from the second iteration on"),
@@ -397,8 +398,10 @@ class GpsTrainer(Node):
             else None
         if self.gps is not None and self.gps.policy != "mlp":
             raise ValueError(f"policy {self.gps.policy!r}: the ROS graph trains the state-based "
-                             "mlp policy only (the controller executor has no camera images); "
-                             "train a visuomotor policy with --graph direct")
+                             "mlp policy only (vision pretraining needs images of random arm "
+                             "poses and targets, which this trainer has no simulator for); "
+                             "train a visuomotor policy with --graph direct (the controller "
+                             "executor can then run it in lockstep)")
         self.namespaces = list(p["namespaces"]) or ["/"]
         T = self.config.horizon
         self.trial_timeout = p["trial_timeout_s"] or 60.0 + 10.0 * T * self.config.dt

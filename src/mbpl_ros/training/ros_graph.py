@@ -68,9 +68,10 @@ def check_gps(config: TrainConfig, gps: GPSSettings | None) -> None:
                          f"{config.algorithm!r}")
     if config.algorithm in GPS_ALGORITHMS and gps is not None and gps.policy != "mlp":
         raise GraphError(f"--graph ros --policy {gps.policy}: the ROS graph trains the "
-                         "state-based mlp policy only (the controller executor runs policies on "
-                         "the state, it has no camera images); use --graph direct for a "
-                         "visuomotor policy")
+                         "state-based mlp policy only (vision pretraining needs images of random "
+                         "arm poses and targets, which the ROS trainer has no simulator for); "
+                         "use --graph direct for a visuomotor policy (the controller executor "
+                         "can then run its policy.pt in lockstep)")
 
 
 def gps_parameters(gps: GPSSettings) -> dict:
