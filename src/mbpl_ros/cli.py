@@ -52,6 +52,9 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="run directory (default runs/<timestamp>)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--record-images", action="store_true",
+                        help="--graph ros: every trial records the camera frame of each policy "
+                             "step (rollouts and bag)")
     gps = parser.add_argument_group("guided policy search (--algorithm mdgps / badmm)")
     gps.add_argument("--policy", choices=["mlp", "visuomotor"], default="mlp",
                      help="mlp: state-based; visuomotor: camera image (32x32) + q, qd, the "
@@ -76,6 +79,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and args.out is None:
         raise SystemExit("--resume needs --out (the run directory of the stopped session)")
     config = TrainConfig.from_args(args)
+    if args.record_images and config.graph != "ros":
+        raise SystemExit("--record-images needs --graph ros (the direct GPS loop records the "
+                         "images its policy needs by itself)")
     if config.algorithm in ("mdgps", "badmm"):
         from mbpl_ros.training.gps_loop import GPSSettings
 
@@ -85,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if config.graph == "ros":
             from mbpl_ros.training.ros_graph import train as train_ros
 
-            summary = train_ros(config, settings)
+            summary = train_ros(config, settings, record_images=args.record_images)
         else:
             from mbpl_ros.training.gps_loop import train as train_gps
 
@@ -93,7 +99,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     elif config.graph == "ros":
         from mbpl_ros.training.ros_graph import train as train_ros
 
-        summary = train_ros(config)
+        summary = train_ros(config, record_images=args.record_images)
     else:
         summary = train(config)
     print(f"wrote {config.out}/summary.json")

@@ -71,3 +71,19 @@ def test_urdf_without_ee_link_is_refused(tmp_path):
     with pytest.raises(ValueError, match="--ee-link"):
         main(["train", "--urdf", str(ROOT / "tests" / "sim" / "data" / "arm3.urdf"),
               "--out", str(tmp_path)])
+
+
+def test_record_images_flag_reaches_the_graph_and_needs_it(tmp_path, monkeypatch):
+    import mbpl_ros.training.ros_graph as ros_graph
+
+    with pytest.raises(SystemExit, match="--graph ros"):
+        main(["train", "--record-images", "--out", str(tmp_path)])
+    calls = []
+    monkeypatch.setattr(ros_graph, "train", lambda config, *args, **kwargs: calls.append(
+        (config, kwargs)) or {"iterations": []})
+    main(["train", "--graph", "ros", "--record-images", "--out", str(tmp_path)])
+    config, kwargs = calls[0]
+    assert kwargs == {"record_images": True}
+    parameters = ros_graph.node_parameters(config, ["/arm0"], None, kwargs["record_images"])
+    assert parameters["gps_trainer"]["record_images"] is True
+    assert parameters["sim_bridge"]["camera_rate_hz"] == pytest.approx(1.0 / config.dt)

@@ -396,10 +396,12 @@ def _start_iteration(config: TrainConfig) -> int:
     return 0
 
 
-def train(config: TrainConfig, gps: GPSSettings | None = None) -> dict:
+def train(config: TrainConfig, gps: GPSSettings | None = None,
+          record_images: bool = False) -> dict:
     """Run the session through the node graph; returns the summary the trainer wrote.
 
-    ``gps``: the policy settings of ``config.algorithm`` mdgps / badmm (None: the defaults).
+    ``gps``: the policy settings of ``config.algorithm`` mdgps / badmm (None: the defaults);
+    ``record_images``: every trial records the camera frame of each policy step (rollouts, bag).
 
     Raises:
         GraphError: the trainer failed, or another node died before it finished (with the tail
@@ -412,7 +414,7 @@ def train(config: TrainConfig, gps: GPSSettings | None = None) -> dict:
         raise GraphError(f"{out} already holds a session: resume it with --resume or choose "
                          "another --out")
     progress = _Progress(config, _start_iteration(config))
-    with Graph(config, gps=gps) as graph:
+    with Graph(config, gps=gps, record_images=record_images) as graph:
         graph.start_workers()
         graph.start_fitter()
         trainer = graph.start_trainer()
