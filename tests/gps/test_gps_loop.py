@@ -27,3 +27,29 @@ def test_mdgps_run_writes_summary_policy_and_plots(tmp_path):
         assert (out / name).is_file()
     policy = load_policy(out / "policy.pt", joint_names=summary["robot"]["joints"])
     assert policy.observation.image_size is None
+
+
+def test_visuomotor_run_writes_a_policy_the_executor_can_check_its_camera_against(tmp_path):
+    import numpy as np
+
+    from mbpl_ros.executor.policy import recorded_camera
+    from mbpl_ros.training.config import TrainConfig
+    from mbpl_ros.training.gps_loop import GPSSettings, train
+
+    out = tmp_path / "run"
+    config = TrainConfig(task="reach", algorithm="mdgps", conditions=2, samples=2, iterations=1,
+                         horizon=6, out=out, progress=False)
+    settings = GPSSettings(policy="visuomotor", image_size=(16, 16), channels=4,
+                           pretrain_images=40, pretrain_steps=20, policy_steps=5,
+                           first_policy_steps=5, camera_fovy_deg=40.0, camera_supersample=2)
+    summary = train(config, settings)
+    assert len(summary["iterations"]) == 1
+    (out / "summary.json").unlink()  # the policy file alone must say which camera it needs
+    policy = load_policy(out / "policy.pt", joint_names=summary["robot"]["joints"])
+    assert policy.observation.image_size == (16, 16)
+    import torch
+
+    extra = torch.load(out / "policy.pt", weights_only=True)["extra"]
+    camera, source = recorded_camera(out / "policy.pt", extra, (16, 16))
+    assert source == "the policy file's metadata"
+    assert camera is not None and np.isclose(camera.fovy_deg, 40.0) and camera.supersample == 2

@@ -400,8 +400,11 @@ def _write_run(config: TrainConfig, summary: dict, algo, policy: GaussianPolicy,
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(summary, indent=2))
     tmp.replace(path)
+    gps = summary.get("gps") or {}
+    camera = {key: gps[key] for key in ("camera_fovy_deg", "camera_supersample")
+              if gps.get("policy") == "visuomotor"}  # checked by an executor that runs it
     save_policy(policy, out / "policy.pt", task=config.task, dt=config.dt,
-                algorithm=config.algorithm)
+                algorithm=config.algorithm, **camera)
     ctrls = algo.controllers
     np.savez(out / "controllers.npz", K=np.stack([c.K for c in ctrls]),
              k=np.stack([c.k for c in ctrls]), covar=np.stack([c.covar for c in ctrls]),
