@@ -225,16 +225,20 @@ def _numpy_stack(body) -> Callable[[np.ndarray], np.ndarray] | None:
     return forward
 
 
+def _normalizers(policy) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Observation mean and scale, action mean and scale, as float64 arrays."""
+    return tuple(np.array(v, dtype=float) for v in (
+        policy.obs_norm.mean, policy.obs_norm.scale, policy.action_norm.mean,
+        policy.action_norm.scale))
+
+
 def _numpy_mlp(policy) -> Callable[[np.ndarray], np.ndarray] | None:
     """The MLP's forward pass in numpy (float64), or None if the network is not a plain stack of
     Linear and ReLU layers."""
     body = _numpy_stack(getattr(policy.network, "body", None))
     if body is None:
         return None
-    o_mean = np.array(policy.obs_norm.mean, dtype=float)
-    o_scale = np.array(policy.obs_norm.scale, dtype=float)
-    a_mean = np.array(policy.action_norm.mean, dtype=float)
-    a_scale = np.array(policy.action_norm.scale, dtype=float)
+    o_mean, o_scale, a_mean, a_scale = _normalizers(policy)
 
     def mean_action(obs: np.ndarray) -> np.ndarray:
         return body((obs - o_mean) / o_scale) * a_scale + a_mean
@@ -285,10 +289,7 @@ def _numpy_head(policy) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None
     head = _numpy_stack(getattr(policy.network, "head", None))
     if head is None:
         return None
-    o_mean = np.array(policy.obs_norm.mean, dtype=float)
-    o_scale = np.array(policy.obs_norm.scale, dtype=float)
-    a_mean = np.array(policy.action_norm.mean, dtype=float)
-    a_scale = np.array(policy.action_norm.scale, dtype=float)
+    o_mean, o_scale, a_mean, a_scale = _normalizers(policy)
 
     def mean_action(obs: np.ndarray, features: np.ndarray) -> np.ndarray:
         return head(np.concatenate([features, (obs - o_mean) / o_scale])) * a_scale + a_mean
