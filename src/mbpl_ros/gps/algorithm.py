@@ -17,12 +17,16 @@ how the C-step is tied to the policy:
   reference per condition is pi_hat. The step size adapts like LQR-FLM's, from the expected cost
   of pi_hat before and after (the policy is what must improve).
 - :class:`BADMM`: the C-step keeps the KL trust region against the previous controller, with the
-  cost augmented by nu_t (-log pi_hat(u|x)) + lambda_t(x)^T (u - mu_hat_t(x))
+  cost augmented by nu_t (-log pi_bar(u|x)) + lambda_t^T (u - mu_bar_t(x))
   (:func:`augment_with_policy`) and each step tempered at eta + nu_t (the entropy half of
-  nu_t D_KL(p || pi_hat)); before each C-step the duals move along the controller-policy action
-  gap, lambda <- lambda + rate nu (Sigma_p + Sigma_pi)^-1 gap, and nu_t is multiplied or divided
-  towards a per-step KL target (``GPSConfig.policy_kl_schedule``). The S-step's targets are
-  shifted by P^-1 lambda / nu and weighted by nu_t, the policy's side of the same Lagrangian.
+  nu_t D_KL(p || pi_bar)). pi_bar (:func:`policy_action_reference`) is the policy's mean action
+  at the sample states with the controller's own feedback gains: coupling the gains too made the
+  term scale with the fitted model's state spread, unbounded where its closed loop is unstable.
+  Before each C-step the dual moves along the mean controller-policy action gap at the samples,
+  lambda <- lambda + rate nu (Sigma_p + Sigma_pi)^-1 gap, and nu_t is multiplied or divided
+  towards a per-step KL target (``GPSConfig.policy_kl_schedule``), the KL measured at the sample
+  states (:func:`sample_policy_kl`). The S-step's targets are shifted by P^-1 lambda / nu and
+  weighted by nu_t, the policy's side of the same Lagrangian.
 
 Sampling: ``sample_on_policy`` (MDGPS only) runs the global policy (with its own noise) from the
 second iteration on; otherwise the local controllers are run (off-policy).
@@ -86,12 +90,14 @@ class GPSConfig:
     """BADMM: initial nu_t, the weight (in cost units, like the trust region's eta) of the C-step's
     D_KL(controller || policy) term and of the S-step's samples."""
     policy_dual_rate: float = 0.1
-    """BADMM: step of the lambda update as a fraction of the controller-policy action gap g_t:
+    """BADMM: step of the lambda update as a fraction of the mean controller-policy action gap g_t
+    at the sample states:
     lambda_t += rate nu_t (Sigma_controller + Sigma_policy)^-1 g_t. That change moves the C-step's
     mean action by at most rate * g_t / (1 + its precision ratio) and the S-step's target by the
     rest of rate * g_t, so a rate in (0, 1] closes the gap without overshooting it."""
     policy_kl_schedule: tuple[float, ...] = (1.0, 0.5, 0.25, 0.1)
-    """BADMM: target per-step D_KL(controller || policy) in nats at the dual steps of iterations
+    """BADMM: target per-step D_KL(controller || policy), averaged over the sample states
+    (:func:`sample_policy_kl`), in nats at the dual steps of iterations
     1, 2, ... (the last value repeats): nu_t grows by ``policy_weight_factor`` where the KL of step
     t is above the target and shrinks by it where the KL is below target / factor^2."""
     policy_weight_factor: float = 2.0
@@ -478,6 +484,29 @@ def policy_kl(controllers: Sequence[LinearGaussianController],
     return conditional_kl(mu, sigma, p.K, p.k, p.covar, r.K, r.k, r.precision)
 
 
+def sample_policy_kl(controller: LinearGaussianController, X: np.ndarray, pol_mu: np.ndarray,
+                     pol_covar: np.ndarray) -> np.ndarray:
+    """Per-step D_KL(p(u|x) || pi(u|o)) averaged over the sample states, (T,).
+
+    p(u|x_n,t) = N(K_t x_n,t + k_t, Sigma_p,t) against the policy's own output N(pol_mu_n,t,
+    pol_covar) at the same sample: a Monte-Carlo estimate over the real states, unlike
+    :func:`policy_kl`, which integrates over the fitted model's state marginals (those can be
+    orders of magnitude wider than the states the arm visits where the model's closed loop is
+    unstable).
+
+    Args:
+        X: (N, T, dX) sample states; pol_mu: (N, T, dU) the policy's mean actions there;
+        pol_covar: (dU, dU) the policy's covariance.
+    """
+    dU = controller.dU
+    gap = pol_mu - (np.einsum("tux,ntx->ntu", controller.K, X) + controller.k)
+    prc = np.linalg.inv(pol_covar)
+    mahal = np.einsum("nti,ij,ntj->nt", gap, prc, gap).mean(axis=0)
+    trace = np.einsum("ij,tji->t", prc, controller.covar)
+    logdets = np.linalg.slogdet(pol_covar)[1] - np.linalg.slogdet(controller.covar)[1]
+    return np.maximum(0.5 * (trace - dU + logdets + mahal), 0.0)
+
+
 class MDGPS(_GPS):
     """Mirror-descent GPS (see the module docstring)."""
 
@@ -524,17 +553,43 @@ def augment_with_policy(quad: QuadraticCost, reference: StackedControllers, nu: 
                          quad.Cm + H[..., 1:, 1:])
 
 
+def policy_action_reference(controllers: Sequence[LinearGaussianController],
+                            batches: Sequence[SampleBatch], pol_mu: Sequence[np.ndarray],
+                            pol_covar: np.ndarray) -> list[LinearGaussianController]:
+    """BADMM's C-step coupling per condition: N(K_t x + k_t, pol_covar) with each controller's
+    own gains K_t and k_t = mean_n(mu_pi,n,t - K_t x_n,t), the policy's mean actions at the
+    sample states seen through the controller's feedback.
+
+    The C-step integrates its policy term over the fitted model's state marginals. Coupling the
+    gains too (the policy linearisation's K_hat) made that term, and the trust region KL of any
+    compromise between K_prev and K_hat, scale with the model's state spread, which on the reach
+    task is 10^6-10^16 where the samples' is ~10 (an unstable closed loop of the fitted model):
+    eta went to 10^4-10^16 and the cost lost all weight. With the slope the controller's own,
+    the term prices only the action gap at the states actually visited; the policy learns the
+    controllers' feedback in the S-step (draws from their marginals, ``marginal_states``).
+    """
+    out = []
+    for c, b, mu in zip(controllers, batches, pol_mu, strict=True):
+        k = (mu - np.einsum("tux,ntx->ntu", c.K, b.X)).mean(axis=0)
+        covar = np.array(np.broadcast_to(pol_covar, c.covar.shape))
+        out.append(LinearGaussianController(c.K, k, covar))
+    return out
+
+
 class BADMM(_GPS):
     """BADMM GPS (see the module docstring).
 
-    The C-step minimises, per condition, E_p[sum_t c_t + lambda_t(x)^T u_t] + sum_t nu_t
-    D_KL(p(u_t|x_t) || pi_hat(u_t|x_t)) within D_KL(p || p_prev) <= eps: with the trust region's
-    multiplier eta, step t's action distribution is the max-entropy solution at temperature
-    eta + nu_t of c + lambda^T u + nu_t (-log pi_hat) + eta (-log p_prev). The S-step minimises
-    sum_t nu_t E[D_KL(pi || p)] - lambda_t(x)^T u_pi, i.e. the precision-weighted regression onto
-    the controllers' actions shifted by P^-1 lambda / nu, weighted by nu_t. The dual step moves
-    lambda along the action gap in the metric (Sigma_p + Sigma_pi)^-1 (see
-    ``GPSConfig.policy_dual_rate``) and adapts nu_t multiplicatively towards a per-step KL target.
+    The C-step minimises, per condition, E_p[sum_t c_t + lambda_t^T u_t] + sum_t nu_t
+    D_KL(p(u_t|x_t) || pi_bar(u_t|x_t)) within D_KL(p || p_prev) <= eps, pi_bar from
+    :func:`policy_action_reference` (the policy's actions at the samples, the controller's
+    gains): with the trust region's multiplier eta, step t's action distribution is the
+    max-entropy solution at temperature eta + nu_t of c + lambda^T u + nu_t (-log pi_bar) +
+    eta (-log p_prev). The S-step minimises sum_t nu_t E[D_KL(pi || p)] - lambda_t^T u_pi, i.e.
+    the precision-weighted regression onto the controllers' actions shifted by P^-1 lambda / nu,
+    weighted by nu_t. The dual step moves lambda (a per-step constant: lambda_K stays 0) along
+    the mean action gap at the samples in the metric (Sigma_p + Sigma_pi)^-1 (see
+    ``GPSConfig.policy_dual_rate``) and adapts nu_t multiplicatively towards a per-step KL target,
+    that KL measured at the sample states (:func:`sample_policy_kl`).
     """
 
     name = "badmm"
@@ -545,28 +600,25 @@ class BADMM(_GPS):
         self.nu = np.full((M, T), self.config.init_policy_weight)
         self.lambda_K = np.zeros((M, T, dU, dX))
         self.lambda_k = np.zeros((M, T, dU))
+        self._coupling: list[LinearGaussianController] = []
 
     def _dual_step(self, batches: Sequence[SampleBatch], observations: Sequence[Observations],
-                   lins: list[LinearGaussianController],
-                   dynamics: list[LinearGaussianDynamics]) -> np.ndarray:
-        """lambda_t += rate nu_t (Sigma_p + Sigma_pi)^-1 gap_t(x); nu_t by the KL schedule.
+                   pol_mu: list[np.ndarray]) -> np.ndarray:
+        """lambda_t += rate nu_t (Sigma_p + Sigma_pi)^-1 gap_t; nu_t by the KL schedule.
 
-        gap_t(x) = (K_t - K_pi,t)(x - x_bar_t) + mean_n(u_p - u_pi)_t, the controller-policy
-        action gap around the samples' mean state: its slope from the policy linearisation, its
-        level from the policy's actual outputs. Returns the per-step KL (M, T) that set nu.
+        gap_t = mean_n (u_p - u_pi)_t, the controller-policy mean-action gap at the sample states.
+        The KL that sets nu is :func:`sample_policy_kl`, measured at the sample states. Returns
+        that per-step KL (M, T).
         """
         cfg = self.config
-        for m, (c, b, o, lin) in enumerate(zip(self._controllers, batches, observations, lins,
-                                               strict=True)):
+        kl = np.empty((self.conditions, self.T))
+        for m, (c, b, mu) in enumerate(zip(self._controllers, batches, pol_mu, strict=True)):
             u_ctrl = np.einsum("tux,ntx->ntu", c.K, b.X) + c.k
-            gap = (u_ctrl - self._policy_outputs(o)).mean(axis=0)  # (T, dU)
-            dK = c.K - lin.K
-            offset = gap - np.einsum("tux,tx->tu", dK, b.X.mean(axis=0))
-            metric = np.linalg.inv(c.covar + lin.covar)  # (T, dU, dU)
+            gap = (u_ctrl - mu).mean(axis=0)  # (T, dU)
+            metric = np.linalg.inv(c.covar + self.policy.covar)  # (T, dU, dU)
             scaled = cfg.policy_dual_rate * self.nu[m][:, None, None] * metric
-            self.lambda_K[m] += scaled @ dK
-            self.lambda_k[m] += np.einsum("tij,tj->ti", scaled, offset)
-        kl = policy_kl(self._controllers, lins, dynamics)
+            self.lambda_k[m] += np.einsum("tij,tj->ti", scaled, gap)
+            kl[m] = sample_policy_kl(c, b.X, mu, self.policy.covar)
         schedule = cfg.policy_kl_schedule
         target = schedule[min(self._iteration - 1, len(schedule) - 1)]
         f = cfg.policy_weight_factor
@@ -578,8 +630,11 @@ class BADMM(_GPS):
                        observations: Sequence[Observations],
                        lins: list[LinearGaussianController],
                        dynamics: list[LinearGaussianDynamics]) -> None:
+        pol_mu = [self._policy_outputs(o) for o in observations]
         if self._iteration > 0:
-            self._dual_step(batches, observations, lins, dynamics)
+            self._dual_step(batches, observations, pol_mu)
+        self._coupling = policy_action_reference(self._controllers, batches, pol_mu,
+                                                 self.policy.covar)
 
     def _trust_region_reference(self, lins: list[LinearGaussianController]
                                 ) -> list[LinearGaussianController]:
@@ -587,8 +642,8 @@ class BADMM(_GPS):
 
     def _c_step_cost(self, quad: QuadraticCost, lins: list[LinearGaussianController]
                      ) -> QuadraticCost:
-        return augment_with_policy(quad, StackedControllers.of(lins), self.nu, self.lambda_K,
-                                   self.lambda_k)
+        return augment_with_policy(quad, StackedControllers.of(self._coupling), self.nu,
+                                   self.lambda_K, self.lambda_k)
 
     def _c_step_entropy(self) -> np.ndarray:
         return self.nu
