@@ -24,15 +24,18 @@ def arm() -> Arm:
 
 def test_realtime_hold_commands_at_1khz_and_pd_reset_reaches_the_condition(ros_node, arm,
                                                                           tmp_path):
-    # Default watchdog (5 / 20 ms): on a loaded shared 2-core machine a process can be
-    # descheduled for longer, and then a reset or trial is aborted with a stale-state reason,
-    # which is the correct outcome too; the estimator on SCHED_FIFO as on a robot PC.
+    # Watchdog at 50 / 500 ms instead of the robot's 5 / 20 ms: a shared 2-core machine
+    # deschedules a process for tens of ms often enough to abort a trial with a stale-state
+    # reason (correctly), and this test is about the loop running resets, trials and policies on
+    # the wall clock; the watchdog has its own tests (test_executor_logic.py, the bridge killed
+    # mid-trial in test_executor.py). The estimator on SCHED_FIFO as on a robot PC.
     # The previous module's lockstep executor serves the same names until its process has
     # left the DDS graph; a request answered by it would not be about this graph.
     reset_service = "/controller_executor/reset_to_condition"
     assert spin_until(ros_node, lambda: ros_node.count_services(reset_service) == 0, 30), \
         "an executor of an earlier test is still in the DDS graph"
-    with Graph("realtime", {"initial_mode": "hold"}, {"ros_thread_priority": 70}) as graph:
+    with Graph("realtime", {"initial_mode": "hold", "stale_hold_ms": 50.0, "stale_stop_ms": 500.0},
+               {"ros_thread_priority": 70}) as graph:
         client = Client(ros_node, joint_states=False)  # a light client: 1 kHz is a lot here
         assert ros_node.count_services(reset_service) == 1
         states: list[ArmState] = []
@@ -69,13 +72,10 @@ def test_realtime_hold_commands_at_1khz_and_pd_reset_reaches_the_condition(ros_n
                                 "/controller_executor/reset_to_condition",
                                 ResetToCondition.Request(condition=1), timeout=30)
         print(f"realtime PD reset: {response.message}")
-        if response.success:
-            assert "converged" in response.message
-            q0 = arm.conditions[1].joint_positions
-            assert spin_until(ros_node, lambda: np.abs(
-                np.array(latest[0].position) - q0).max() < 0.03, 5)
-        else:
-            assert "stale state" in response.message
+        assert response.success and "converged" in response.message, response.message
+        q0 = arm.conditions[1].joint_positions
+        assert spin_until(ros_node, lambda: np.abs(
+            np.array(latest[0].position) - q0).max() < 0.03, 5)
 
         # A trial on the wall clock: 20 policy steps of 50 ms, each action held for 50 ticks.
         handle = client.send(goal_for(arm, 0, 20))
@@ -83,14 +83,10 @@ def test_realtime_hold_commands_at_1khz_and_pd_reset_reaches_the_condition(ros_n
         result = client.result(handle).result
         print(f"realtime trial: {result.message}")
         states, actions = rollout_from_msg(result.rollout)
-        if result.success:
-            assert states.shape == (21, arm.layout.dim) and actions.shape == (20, 7)
-            assert np.all(np.diff(result.rollout.stamps) > 0)
-            np.testing.assert_allclose(states[0, :7], arm.conditions[0].joint_positions,
-                                       atol=0.03)
-        else:
-            assert result.rollout.aborted and "stale state" in result.message, result.message
-            assert len(states) in (len(actions), len(actions) + 1)
+        assert result.success and not result.rollout.aborted, result.message
+        assert states.shape == (21, arm.layout.dim) and actions.shape == (20, 7)
+        assert np.all(np.diff(result.rollout.stamps) > 0)
+        np.testing.assert_allclose(states[0, :7], arm.conditions[0].joint_positions, atol=0.03)
         assert client.wait_mode("hold")
 
         # A neural policy on the wall clock: loaded (torch imported) while the loop holds, then
@@ -111,10 +107,11 @@ def test_realtime_hold_commands_at_1khz_and_pd_reset_reaches_the_condition(ros_n
         print(f"realtime policy trial ({n} steps checked): {result.message}")
         np.testing.assert_allclose(actions, reference.mean_actions(states[:n]), rtol=1e-5,
                                    atol=1e-5)
-        if result.success:
-            assert n == 20 and states.shape == (21, arm.layout.dim)
-            assert np.all(np.diff(result.rollout.stamps) > 0.9 * 0.05)
-        else:
-            assert result.rollout.aborted and "stale state" in result.message, result.message
+        assert result.success, result.message
+        assert n == 20 and states.shape == (21, arm.layout.dim)
+        # Steps are 50 ms of the executor's wall clock; the stamps are sim time, which a bridge
+        # that cannot keep its 1 kHz pace on a loaded machine advances by less: each step must
+        # use a newer state than the last, not 50 ms of sim time more.
+        assert np.all(np.diff(result.rollout.stamps) > 0)
         assert client.wait_mode("hold")
         assert graph.alive()
