@@ -23,7 +23,8 @@ Figures:
     ``--seconds`` s of each loop; ``missed`` = ticks late by more than a period plus deadlines
     skipped after an overrunning tick; ``cpu_frac``: CPU time of the loop thread / wall time over
     the window (``process_cpu_frac``: the whole executor process, ROS thread and DDS threads
-    included); ``work_p50_us``/``work_p99_us``: how long the executor's tick itself took.
+    included); ``work_p50_us``/``work_p99_us``: how long the executor's tick itself took,
+    ``publish_p50_us``/``publish_p99_us``: the command publish inside it.
   * state_to_command_us: for each joint state the executor used, from the bridge publishing it
     (its DDS source timestamp, read by the probe) to the return of
     ``publish`` of the first command the executor computed from the ArmState derived from it
@@ -306,6 +307,8 @@ def run(argv: list[str] | None = None) -> dict:
     executor["cpu_frac"] = loop_cpu
     executor["work_p50_us"], executor["work_p99_us"] = lateness["work_p50_us"], \
         lateness["work_p99_us"]
+    executor["publish_p50_us"], executor["publish_p99_us"] = report["publish_us"]["p50"], \
+        report["publish_us"]["p99"]
     latency_us = latency * 1e6
     p50, p99 = (np.percentile(latency_us, [50, 99]) if latency_us.size
                 else (float("nan"), float("nan")))
@@ -322,7 +325,8 @@ def run(argv: list[str] | None = None) -> dict:
               f"{stats['p50_us']:.0f} µs, p99 {stats['p99_us']:.0f} µs, p99.9 "
               f"{stats['p999_us']:.0f} µs, max {stats['max_us']:.0f} µs"
               + (f"; tick work p50 {stats['work_p50_us']:.0f} µs, p99 {stats['work_p99_us']:.0f} "
-                 "µs" if "work_p50_us" in stats else ""))
+                 f"µs, of which the command publish p50 {stats['publish_p50_us']:.0f} µs, p99 "
+                 f"{stats['publish_p99_us']:.0f} µs" if "work_p50_us" in stats else ""))
     print(f"executor: loop thread {loop_cpu:.0%} of a core, whole process {process_cpu:.0%}; "
           f"SCHED_FIFO executor {report['sched_fifo']}, bare {bare_fifo}")
     print(f"state -> command: p50 {p50:.0f} µs, p99 {p99:.0f} µs over {latency_us.size} states "

@@ -290,6 +290,8 @@ class ControllerExecutor(Node):
         self._latency_stamp_ns = np.zeros(window, dtype=np.int64)
         self._latency_time = np.zeros(window)
         self._latency_count = 0
+        self._publish_s = np.zeros(window)
+        """How long each command publish took (the DDS write is most of a tick's work), s."""
         self._cpu_log: list[tuple[float, float, float]] = []
         self._last_commanded: StateSample | None = None
         self._command_writer = Float64ArrayWriter(self.arm.n_joints)
@@ -581,7 +583,11 @@ class ControllerExecutor(Node):
             self._log_once_per_s("loop_error", f"control step failed, e-stop: {err!r}")
         if effort is not None:
             try:
-                self._command_pub.publish(self._command_writer.serialize(effort))
+                raw = self._command_writer.serialize(effort)
+                start = time.perf_counter()
+                self._command_pub.publish(raw)
+                self._publish_s[self.loop_ticks % self._publish_s.size] = \
+                    time.perf_counter() - start
             except RCLError:
                 if self.context.ok():
                     raise
@@ -1291,6 +1297,14 @@ class ControllerExecutor(Node):
 
     # ------------------------------------------------------------------------ shutdown
 
+    def _publish_percentiles(self) -> dict | None:
+        """p50 / p99 of the command publish, µs, over the stats window (None: no tick yet)."""
+        n = min(self.loop_ticks, self._publish_s.size)
+        if n == 0:
+            return None
+        p50, p99 = np.percentile(self._publish_s[:n] * 1e6, [50, 99])
+        return {"p50": float(p50), "p99": float(p99)}
+
     def loop_report(self) -> dict:
         """Loop statistics and, for each state the loop used, its header stamp (ns) and the wall
         time (time.time(), s) at which the first command computed from it was published; the CPU
@@ -1303,6 +1317,7 @@ class ControllerExecutor(Node):
             "period_s": self.period_s,
             "loop_ticks": self.loop_ticks,
             "lateness": None if self.lockstep else self._loop.stats().as_dict(),
+            "publish_us": self._publish_percentiles(),
             "cpu_log": self._cpu_log,
             "command_state_stamp_ns": self._latency_stamp_ns[:n][order].tolist(),
             "command_time": self._latency_time[:n][order].tolist(),
