@@ -3,6 +3,8 @@ the executor as processes (a module of its own so that no lockstep graph shares 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from mbpl_interfaces.msg import ArmState
@@ -20,6 +22,15 @@ pytestmark = pytest.mark.ros
 @pytest.fixture(scope="module")
 def arm() -> Arm:
     return Arm()
+
+
+def assert_fresh_states_or_counted(result) -> None:
+    """Each step used a newer state than the last, except the steps whose state was older than
+    the stale-hold limit (they reuse the last one), which the result message counts."""
+    steps = np.diff(result.rollout.stamps)
+    assert np.all(steps >= 0), result.rollout.stamps
+    found = re.search(r"(\d+) steps used a state older than the stale-hold limit", result.message)
+    assert np.count_nonzero(steps == 0) <= (int(found.group(1)) if found else 0), result.message
 
 
 def test_realtime_hold_commands_at_1khz_and_pd_reset_reaches_the_condition(ros_node, arm,
@@ -85,7 +96,7 @@ def test_realtime_hold_commands_at_1khz_and_pd_reset_reaches_the_condition(ros_n
         states, actions = rollout_from_msg(result.rollout)
         assert result.success and not result.rollout.aborted, result.message
         assert states.shape == (21, arm.layout.dim) and actions.shape == (20, 7)
-        assert np.all(np.diff(result.rollout.stamps) > 0)
+        assert_fresh_states_or_counted(result)
         np.testing.assert_allclose(states[0, :7], arm.conditions[0].joint_positions, atol=0.03)
         assert client.wait_mode("hold")
 
@@ -110,8 +121,7 @@ def test_realtime_hold_commands_at_1khz_and_pd_reset_reaches_the_condition(ros_n
         assert result.success, result.message
         assert n == 20 and states.shape == (21, arm.layout.dim)
         # Steps are 50 ms of the executor's wall clock; the stamps are sim time, which a bridge
-        # that cannot keep its 1 kHz pace on a loaded machine advances by less: each step must
-        # use a newer state than the last, not 50 ms of sim time more.
-        assert np.all(np.diff(result.rollout.stamps) > 0)
+        # that cannot keep its 1 kHz pace on a loaded machine advances by less.
+        assert_fresh_states_or_counted(result)
         assert client.wait_mode("hold")
         assert graph.alive()
