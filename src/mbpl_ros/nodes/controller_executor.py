@@ -44,31 +44,7 @@ interpreter for stretches of up to hundreds of ms on a busy 2-core machine, whic
 real-time loop running in the same process: set ``preload_torch`` to import it at start-up, before
 the loop runs.
 
-Visuomotor policies (a ``policy_path`` whose network reads camera images) run in lockstep only; in
-real time the goal is refused with the reason (the bridge renders at camera_rate_hz in its physics
-thread, ~30 ms a frame here, so there is no frame at each step's instant, and torch's vision pass
-would compete with the 1 kHz loop for the two cores). At goal time the camera must be publishing
-and its CameraInfo must show the policy's image size and, where the policy file (or its run's
-summary.json) records them, its field of view and supersampling; otherwise the goal is refused
-naming both cameras. In the trial each state x_t reaches the loop only once the frame stamped
-exactly like it (the bridge renders it before publishing the state of that instant, with the same
-stamp) has been decoded and run through the vision layers, in the ROS thread as the frame arrives
-(:class:`VisionTrial`); the loop then evaluates only the network's fully connected head, in numpy
-(see :mod:`mbpl_ros.executor.policy`). A state whose frame has not come ``frame_timeout_s`` after
-it, or a frame of another size or encoding, aborts the trial with the reason: the policy never
-runs on an older or absent frame. The trial's log line gives the per-frame decode and vision
-times and the per-step time in the loop.
-
-Camera frames (a RunTrial goal with ``record_images``): the subscription hands the ROS thread
-serialized bytes, which are only queued while such a trial runs (nothing is decoded, and nothing
-reaches the loop thread). When the trial ends, each state x_t (t < T) gets the newest frame stamped
-at or before it and at most ``image_max_age_s`` older, and the rollout carries them in ``images``:
-the sim bridge in lockstep renders a frame with every joint state, so that is the frame of x_t's
-very instant. Frames still missing ``image_wait_s`` after the trial abort it, with the steps
-named. Why in the rollout and not on a topic of their own: the rollout is the unit of training
-data (the trainer's bag, resume, a visuomotor S-step need o_t next to x_t and u_t of one trial),
-its index pairs frame and state without any matching downstream, and sensor_msgs/Image has no
-field for the trial it belongs to.
+Camera frames and visuomotor policy trials: see :mod:`mbpl_ros.nodes.executor_camera`.
 
 lockstep vs real time: see :mod:`mbpl_ros.executor.core`. In lockstep a reset calls the bridge's
 reset service (the simulator teleports) instead of running the PD reset, and the staleness
@@ -82,10 +58,9 @@ import json
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -100,14 +75,11 @@ from rclpy.exceptions import ParameterUninitializedException
 from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.serialization import deserialize_message
 from rclpy.task import Future
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import Image
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
-from mbpl_ros.camera import CameraModel, FrameError, decode_rgb
 from mbpl_ros.cdr import CdrError, Float64ArrayWriter, read_arm_state
 from mbpl_ros.conversions import MessageError, controller_from_msg, rollout_to_msg
 from mbpl_ros.core.controllers import LinearGaussianController
@@ -120,7 +92,6 @@ from mbpl_ros.executor import (
     FinishReset,
     FrameFeatures,
     Hold,
-    LoadedPolicy,
     Mode,
     ModeChanged,
     PdGains,
@@ -142,6 +113,7 @@ from mbpl_ros.executor import (
     TrialRun,
     TrialSpec,
 )
+from mbpl_ros.nodes.executor_camera import ExecutorCamera, StateFields
 from mbpl_ros.nodes.parameters import arm_description, declare_parameters
 from mbpl_ros.nodes.run import run_node
 from mbpl_ros.nodes.state_estimator import STATE_QOS, TARGET_QOS
@@ -156,12 +128,6 @@ MAX_POLICY_HORIZON = 1_000_000
 """Largest horizon of a policy goal (its record is preallocated: (T + 1) x dX floats)."""
 BRIDGE_ATTEMPT_S = 2.0
 """Lockstep: wait this long for one reset request to the bridge before sending it again, s."""
-CAMERA_DISCOVERY_S = 5.0
-"""record_images, visuomotor policies: wait this long for the camera topic's publisher (and its
-camera_info) to be discovered, s."""
-RECENT_FRAMES = 4
-"""Serialized camera frames always kept (a visuomotor trial without a reset starts from the state
-the arm is in: its frame came before the goal)."""
 STATUS_STATS_S = 2.0
 """The status message's lateness percentiles cover the last this many seconds: computed in the ROS
 thread, which holds the interpreter meanwhile, so over a short window whatever the stats_file's."""
@@ -188,29 +154,6 @@ class TrialPlan:
     """The reset to this condition (the goal's q0/target overrides included)."""
 
 
-@dataclass
-class VisionTrial:
-    """The camera side of a running visuomotor policy trial (lockstep; ROS thread only).
-
-    States are gated: one reaches the loop's slot only once the features of the frame stamped
-    exactly like it are in :attr:`feed`; until then it is ``parked`` (the newest one), and a
-    state parked longer than ``frame_timeout_s`` aborts the trial
-    (:meth:`ControllerExecutor._check_frames`).
-    """
-
-    feed: FrameFeatures
-    actor: PolicyActor
-    token: int
-    parked: tuple | None = None
-    """(stamp_ns, (x, q, qd, target), monotonic time parked) of the state waiting for its frame."""
-    problem: str = ""
-    """A frame that cannot be fed to the policy (encoding, size), with the reason."""
-    reason: str = ""
-    """Why the trial was aborted from here (empty: it was not)."""
-    frames: int = 0
-    decode_s: list[float] = field(default_factory=list)
-
-
 class ControllerExecutor(Node):
     """The arm's control loop and the trial action server."""
 
@@ -234,19 +177,6 @@ class ControllerExecutor(Node):
         self.ros_executor: str = p["ros_executor"]
         self.stats_file: str = p["stats_file"]
         self.policy_load_timeout_s: float = p["policy_load_timeout_s"]
-        self.camera_topic: str = p["camera_topic"]
-        self.image_max_age_s: float = p["image_max_age_s"]
-        self.image_wait_s: float = p["image_wait_s"]
-        self.camera_info_topic: str = p["camera_info_topic"]
-        # below the lockstep watchdog's, which would otherwise abort first with a vaguer reason
-        self.frame_timeout_s: float = min(p["frame_timeout_s"], 0.5 * p["lockstep_timeout_s"])
-        self._frames: deque[bytes] | None = None
-        """Serialized camera frames of the running record_images trial (None: not recording)."""
-        self._recent_frames: deque[bytes] = deque(maxlen=RECENT_FRAMES)
-        self._camera_info: CameraInfo | None = None
-        self._vision: VisionTrial | None = None
-        """The running visuomotor trial's camera side (None: none runs)."""
-        self._gate = threading.Lock()
         self._policies = PolicyCache(self.arm.joint_names, self.state_names,
                                      threads=p["policy_threads"])
         # One worker: policy files load one at a time, off the ROS thread.
@@ -301,20 +231,13 @@ class ControllerExecutor(Node):
         self._command_pub = self.create_publisher(
             Float64MultiArray, "effort_controller/commands", STATE_QOS)
         self._target_pub = self.create_publisher(Target, "target", TARGET_QOS)
-        self._camera_sub = None
-        if self.camera_topic:
-            # Raw bytes: a frame is only decoded if a trial wants it, after the trial. Deep: a
-            # trial needs every frame, and a busy ROS thread must not lose them to newer ones.
-            self._camera_sub = self.create_subscription(
-                Image, self.camera_topic, self._on_image,
-                QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE), raw=True,
-                callback_group=group)
-            if self.camera_info_topic:
-                self._camera_info_sub = self.create_subscription(
-                    CameraInfo, self.camera_info_topic, self._on_camera_info,
-                    QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                               durability=DurabilityPolicy.TRANSIENT_LOCAL),
-                    callback_group=group)
+        # frame_timeout_s below the lockstep watchdog's, which would otherwise abort first with
+        # a vaguer reason
+        self.camera = ExecutorCamera(
+            self, p["camera_topic"], p["camera_info_topic"], p["image_max_age_s"],
+            p["image_wait_s"], min(p["frame_timeout_s"], 0.5 * p["lockstep_timeout_s"]),
+            self.lockstep, deliver=self._deliver, wait_until=self._wait_until,
+            callback_group=group)
         self._rollout_pub = self.create_publisher(Rollout, "rollouts", 10)
         self._status_pub = self.create_publisher(ExecutorStatus, "~/status", 10)
         if self.lockstep:
@@ -513,30 +436,20 @@ class ControllerExecutor(Node):
 
     def _on_state(self, msg: ArmState) -> None:
         """Lockstep subscription callback: store the state and wake the loop (in a visuomotor
-        trial only once its frame's features are there: :class:`VisionTrial`)."""
+        trial only once its frame's features are there:
+        :class:`~mbpl_ros.nodes.executor_camera.VisionTrial`)."""
         stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         fields = (np.asarray(msg.x, dtype=float), np.asarray(msg.joint_positions, dtype=float),
                   np.asarray(msg.joint_velocities, dtype=float),
                   np.asarray(msg.target_position, dtype=float))
-        vision = self._vision
-        if vision is not None:
-            with self._gate:
-                if not vision.feed.has(stamp_ns):
-                    vision.parked = (stamp_ns, fields, time.monotonic())
-                    return
-                vision.parked = None
+        if self.camera.park(stamp_ns, fields):
+            return
         if self._accept_state(stamp_ns, *fields, received=time.monotonic()):
             self._wake.set()
 
-    def _release_parked(self, vision: VisionTrial, force: bool = False) -> None:
-        """Hand the parked state to the loop if its frame's features have arrived (``force``:
-        in any case, once the trial is over)."""
-        with self._gate:
-            parked = vision.parked
-            if parked is None or not (force or vision.feed.has(parked[0])):
-                return
-            vision.parked = None
-        if self._accept_state(parked[0], *parked[1], received=time.monotonic()):
+    def _deliver(self, stamp_ns: int, fields: StateFields) -> None:
+        """Store a state the camera's gate held until its frame came, and wake the loop."""
+        if self._accept_state(stamp_ns, *fields, received=time.monotonic()):
             self._wake.set()
 
     def _take_state(self) -> None:
@@ -633,7 +546,10 @@ class ControllerExecutor(Node):
     # ------------------------------------------------------------------ events from the loop
 
     def _drain_events(self) -> None:
-        self._check_frames()
+        if self.core.mode is Mode.TRIAL:
+            cancel = self.camera.check_frames()
+            if cancel is not None:
+                self._submit(cancel)
         progress: dict[int, int] = {}
         while self.core.events:
             event = self.core.events.popleft()
@@ -883,7 +799,9 @@ class ControllerExecutor(Node):
                                            target_points=goal.target_points)
         condition = self._condition(request)
         if goal.record_images:
-            self._check_camera()
+            refusal = self.camera.record_refusal()
+            if refusal is not None:
+                raise GoalError(refusal)
         if goal.policy_path:
             return self._policy_plan(goal, request, condition)
         if len(goal.policy_noise):
@@ -946,59 +864,13 @@ class ControllerExecutor(Node):
             noise = noise.reshape(horizon, loaded.dU)
         frames = None
         if loaded.is_visuomotor:
-            self._check_policy_camera(loaded)
+            refusal = self.camera.policy_refusal(loaded)
+            if refusal is not None:
+                raise GoalError(refusal)
             frames = FrameFeatures(loaded, capacity=max(256, 2 * (horizon + 1)))
         actor = PolicyActor(loaded, horizon, noise, frames)
         return TrialPlan(goal.condition, condition, actor, horizon, dt,
                          self._ticks_per_step(dt, "policy"), request)
-
-    def _check_policy_camera(self, loaded: LoadedPolicy) -> None:
-        """Raises GoalError unless this executor can feed ``loaded``'s camera images: lockstep,
-        a camera publishing, and its camera_info showing the camera the policy was trained with
-        (the size always; field of view and supersampling where the policy file records them)."""
-        what = f"policy file {loaded.path} is a visuomotor policy"
-        if not self.lockstep:
-            raise GoalError(
-                f"{what}: this executor runs those in lockstep mode only (in real time the "
-                "bridge renders frames at camera_rate_hz with no frame at each step's instant, "
-                "and torch's vision pass would share the 1 kHz loop's cores); run the bridge "
-                "and the executor with mode lockstep")
-        if self._camera_sub is None:
-            raise GoalError(f"{what}: this executor has no camera (camera_topic is empty)")
-        topic = self._camera_sub.topic_name
-        if self.count_publishers(topic) == 0:
-            raise GoalError(f"{what}: nothing publishes {topic} (is the sim bridge's camera "
-                            "on? camera_rate_hz = 1 / dt)")
-        info = self._camera_info
-        if info is None:
-            where = self._camera_info_sub.topic_name if self.camera_info_topic \
-                else "camera_info_topic (empty)"
-            raise GoalError(f"{what}: no sensor_msgs/CameraInfo on {where} within "
-                            f"{CAMERA_DISCOVERY_S:g} s, so the camera cannot be checked against "
-                            "the one the policy was trained with")
-        try:
-            camera = CameraModel.from_camera_info(info.height, info.width, info.k,
-                                                  info.binning_x, info.binning_y)
-        except ValueError as err:
-            raise GoalError(f"{what}: the camera on {topic}: {err}") from err
-        h, w = loaded.image_size
-        if camera.image_size != loaded.image_size:
-            raise GoalError(f"{what} for {h}x{w} px (HxW) images; the camera on {topic} gives "
-                            f"{camera.height}x{camera.width} (set the bridge's image_height "
-                            "and image_width to the policy's)")
-        trained = loaded.camera
-        if trained is None:
-            self.get_logger().warning(
-                f"{loaded.path}: the file does not record its camera's field of view or "
-                f"supersampling; only the image size ({h}x{w}) is checked against the camera "
-                f"on {topic} ({camera.describe()})")
-            return
-        differs = trained.mismatch(camera)
-        if differs:
-            raise GoalError(f"{what} trained with the camera {trained.describe()} (from "
-                            f"{loaded.camera_source}); the camera on {topic} is "
-                            f"{camera.describe()}: the {' and '.join(differs)} differ (set the "
-                            "bridge's camera_fovy_deg and camera_supersample to the policy's)")
 
     async def _load_policy(self, path: str) -> None:
         """Load ``path`` into the cache off the ROS thread; raises GoalError."""
@@ -1029,16 +901,13 @@ class ControllerExecutor(Node):
             if goal.policy_path or goal.record_images:
                 self._trial_busy = True  # no second goal while this one is prepared
                 try:
-                    if goal.record_images and self._camera_sub is not None:
-                        # Right after start-up the camera's publisher may still be unknown.
-                        topic = self._camera_sub.topic_name
-                        await self._wait_until(lambda: self.count_publishers(topic) > 0,
-                                               CAMERA_DISCOVERY_S, 0.05)
+                    if goal.record_images:
+                        await self.camera.await_publisher()
                     if goal.policy_path:
                         await self._load_policy(goal.policy_path)
                         loaded = self._policies.get(goal.policy_path)
                         if loaded is not None and loaded.is_visuomotor and self.lockstep:
-                            await self._await_camera()
+                            await self.camera.await_camera()
                 finally:
                     self._trial_busy = False
             plan = self._plan(goal)
@@ -1056,117 +925,6 @@ class ControllerExecutor(Node):
         if token is not None:
             self._submit(CancelTrial(token, "trial canceled by the client"))
         return CancelResponse.ACCEPT
-
-    async def _await_camera(self) -> None:
-        """Right after start-up the camera's publisher and its camera_info may still be unknown:
-        wait for them up to CAMERA_DISCOVERY_S (the goal is checked after)."""
-        if self._camera_sub is None:
-            return
-        topic = self._camera_sub.topic_name
-        await self._wait_until(lambda: self.count_publishers(topic) > 0 and (
-            self._camera_info is not None or not self.camera_info_topic),
-            CAMERA_DISCOVERY_S, 0.05)
-
-    def _check_camera(self) -> None:
-        """Raises GoalError unless camera frames can be recorded."""
-        if self._camera_sub is None:
-            raise GoalError("record_images: this executor has no camera (camera_topic is empty)")
-        topic = self._camera_sub.topic_name
-        if self.count_publishers(topic) == 0:
-            raise GoalError(f"record_images: nothing publishes {topic} (is the sim bridge's "
-                            "camera on? camera_rate_hz > 0)")
-
-    def _on_image(self, raw: bytes) -> None:
-        frames = self._frames
-        if frames is not None:
-            frames.append(raw)
-        self._recent_frames.append(raw)
-        vision = self._vision
-        if vision is not None:
-            self._feed_frame(vision, raw)
-            self._release_parked(vision)
-
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._camera_info = msg
-
-    def _feed_frame(self, vision: VisionTrial, raw: bytes) -> None:
-        """Decode a serialized frame and run the policy's vision layers on it (ROS thread: off
-        the loop; in lockstep the bridge publishes it before the state of its instant)."""
-        started = time.perf_counter()
-        msg = deserialize_message(raw, Image)
-        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        try:
-            image = decode_rgb(msg.height, msg.width, msg.encoding, msg.step, msg.data,
-                               expected=vision.feed.policy.image_size)
-        except FrameError as err:
-            vision.problem = vision.problem or f"frame stamped {stamp_ns * 1e-9:.6f} s: {err}"
-            return
-        decoded = time.perf_counter()
-        vision.feed.add(stamp_ns, image)
-        vision.frames += 1
-        vision.decode_s.append(decoded - started)
-
-    def _check_frames(self) -> None:
-        """Abort the visuomotor trial whose state waits too long for its frame, whose frame
-        cannot be read, or whose actor met a step without a frame (ROS thread, every
-        EVENT_POLL_S)."""
-        vision = self._vision
-        if vision is None or vision.reason or self.core.mode is not Mode.TRIAL:
-            return
-        reason = ""
-        if vision.problem:
-            reason = vision.problem
-        elif vision.actor.missing_frame:
-            reason = vision.actor.missing_frame
-        else:
-            with self._gate:
-                parked = vision.parked
-            if parked is not None and time.monotonic() - parked[2] > self.frame_timeout_s:
-                reason = self._no_frame_reason(parked[0])
-        if reason:
-            vision.reason = f"visuomotor policy: {reason}"
-            self._submit(CancelTrial(vision.token, vision.reason))
-
-    def _no_frame_reason(self, stamp_ns: int) -> str:
-        topic = self._camera_sub.topic_name if self._camera_sub is not None else "no topic"
-        return (f"no camera frame on {topic} stamped like the state at "
-                f"{stamp_ns * 1e-9:.6f} s within frame_timeout_s {self.frame_timeout_s:g} s "
-                "(the policy never runs on an older frame; the bridge must render one per "
-                "policy step: camera_rate_hz = 1 / dt)")
-
-    async def _trial_images(self, result: TrialResult) -> tuple[list[Image], str]:
-        """The frame of each state x_0..x_{T-1} of a finished trial, or ([], why not)."""
-        wanted = result.stamps_ns[:len(result.actions)]
-        max_age_ns = round(self.image_max_age_s * 1e9)
-        # stamp ns -> frame; a later arrival with the same stamp (a new episode's: the sim
-        # clock restarts at every reset) replaces an earlier one
-        decoded: dict[int, Image] = {}
-        frames = self._frames
-
-        def pick() -> tuple[list[Image], list[int]]:
-            while frames:
-                msg = deserialize_message(frames.popleft(), Image)
-                decoded[msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec] = msg
-            stamps = np.array(sorted(decoded), dtype=np.int64)
-            chosen, missing = [], []
-            for t, stamp in enumerate(wanted):
-                i = int(np.searchsorted(stamps, stamp, side="right")) - 1
-                if i < 0 or stamp - stamps[i] > max_age_ns:
-                    missing.append(t)
-                else:
-                    chosen.append(decoded[int(stamps[i])])
-            return chosen, missing
-
-        images, missing = pick()
-        if missing:
-            await self._wait_until(lambda: not pick()[1], self.image_wait_s, 0.02)
-            images, missing = pick()
-        if missing:
-            shown = missing[:10] + (["..."] if len(missing) > 10 else [])
-            return [], (f"record_images: no camera frame on {self._camera_sub.topic_name} at "
-                        f"most {self.image_max_age_s:g} s before the state of steps {shown} "
-                        f"({len(missing)} of {len(wanted)})")
-        return images, ""
 
     async def _execute_trial(self, goal_handle) -> RunTrial.Result:
         goal = goal_handle.request
@@ -1187,61 +945,23 @@ class ControllerExecutor(Node):
             spec = TrialSpec(plan.controller, plan.horizon, plan.dt, plan.ticks_per_step,
                              plan.condition_index, uuid.hex())
             images: list[Image] = []
-            if goal.record_images:
-                # From before the reset on: the bridge renders x_0's frame while resetting.
-                self._frames = deque(maxlen=max(1000, 4 * (plan.horizon + 1)))
-            vision = self._start_vision(plan, token, goal.reset_first)
+            vision = self.camera.start(plan.controller, token, goal.record_images,
+                                       plan.horizon, goal.reset_first)
             try:
                 result = await self._run_trial(goal_handle, goal, plan, spec, token)
                 if vision is not None:
-                    result = self._end_vision(vision, result)
+                    result = self.camera.end_vision(vision, result)
                 if goal.record_images and not result.aborted:
-                    images, reason = await self._trial_images(result)
+                    images, reason = await self.camera.trial_images(result)
                     if reason:
                         result = replace(result, aborted=True, reason=reason)
             finally:
-                self._frames = None
-                if vision is not None:
-                    self._vision = None
-                    self._release_parked(vision, force=True)
+                self.camera.stop(vision)
             return self._finish(goal_handle, spec, result, images)
         finally:
             self._goal_tokens.pop(uuid, None)
             self._goal_handles.pop(token, None)
             self._trial_busy = False
-
-    def _start_vision(self, plan: TrialPlan, token: int, reset_first: bool
-                      ) -> VisionTrial | None:
-        """Gate states on their frames for a visuomotor policy trial (None: not one). With a
-        reset the feed starts empty (the bridge renders x_0's frame while resetting); without
-        one it starts with the latest frames (x_0 is the state the arm is in)."""
-        actor = plan.controller
-        if not isinstance(actor, PolicyActor) or actor.frames is None:
-            return None
-        vision = VisionTrial(actor.frames, actor, token)
-        if not reset_first:
-            for raw in list(self._recent_frames):
-                self._feed_frame(vision, raw)
-        self._vision = vision
-        return vision
-
-    def _end_vision(self, vision: VisionTrial, result: TrialResult) -> TrialResult:
-        """The trial's result with the camera side's reason, and its timing in the log."""
-        if result.aborted and vision.reason and vision.reason not in result.reason:
-            result = replace(result, reason=f"{result.reason} ({vision.reason})")
-        elif result.aborted and not vision.reason and (vision.problem or vision.parked):
-            # e.g. a reset whose state never got its frame
-            why = vision.problem or self._no_frame_reason(vision.parked[0])
-            result = replace(result, reason=f"{result.reason} (visuomotor policy: {why})")
-        vision_ms = 1e3 * np.median(vision.feed.vision_s) if vision.feed.vision_s else np.nan
-        decode_ms = 1e3 * np.median(vision.decode_s) if vision.decode_s else np.nan
-        step_us = 1e6 * np.asarray(vision.actor.step_s)
-        self.get_logger().info(
-            f"visuomotor trial: {vision.frames} frames, per frame on arrival (ROS thread) "
-            f"decode {decode_ms:.3f} ms + vision {vision_ms:.3f} ms (median); per step in the "
-            f"loop {np.median(step_us) if step_us.size else np.nan:.1f} µs median, "
-            f"{step_us.max() if step_us.size else np.nan:.1f} µs max ({step_us.size} steps)")
-        return result
 
     async def _run_trial(self, goal_handle, goal: RunTrial.Goal, plan: TrialPlan,
                          spec: TrialSpec, token: int) -> TrialResult:
