@@ -68,27 +68,39 @@ def arm() -> Arm:
 
 
 class Graph:
-    """Bridge, estimator and executor processes; the bridge can be killed and restarted."""
+    """Bridge, estimator and executor processes; the bridge can be stopped, killed and started
+    again (with other parameters)."""
 
     def __init__(self, mode: str, executor_params: dict | None = None,
-                 estimator_params: dict | None = None) -> None:
+                 estimator_params: dict | None = None, bridge_params: dict | None = None,
+                 arm: dict | None = None) -> None:
         self.mode = mode
         self.executor_params = executor_params or {}
         self.estimator_params = estimator_params or {}
+        self.bridge_params = bridge_params or {}
+        self.arm = ARM if arm is None else arm
         self._contexts = []
         self.bridge = self.estimator = self.executor = None
+        self._bridge_context = None
 
-    def start_bridge(self):
-        context = node_process(BRIDGE, {**ARM, "mode": self.mode, "lockstep_steps": 50})
-        self._contexts.append(context)
-        self.bridge = context.__enter__()
+    def start_bridge(self, **overrides):
+        self.stop_bridge()
+        self._bridge_context = node_process(BRIDGE, {**self.arm, "mode": self.mode,
+                                                     "lockstep_steps": 50, **self.bridge_params,
+                                                     **overrides})
+        self.bridge = self._bridge_context.__enter__()
         return self.bridge
+
+    def stop_bridge(self) -> None:
+        if self._bridge_context is not None:
+            self._bridge_context.__exit__(None, None, None)
+            self._bridge_context = None
 
     def __enter__(self) -> Graph:
         self.start_bridge()
         for name, module, params in (
-                ("estimator", ESTIMATOR, {**ARM, **self.estimator_params}),
-                ("executor", EXECUTOR, {**ARM, "mode": self.mode, **self.executor_params})):
+                ("estimator", ESTIMATOR, {**self.arm, **self.estimator_params}),
+                ("executor", EXECUTOR, {**self.arm, "mode": self.mode, **self.executor_params})):
             context = node_process(module, params)
             self._contexts.append(context)
             setattr(self, name, context.__enter__())
@@ -97,6 +109,8 @@ class Graph:
     def __exit__(self, *exc) -> None:
         for context in reversed(self._contexts):
             context.__exit__(None, None, None)
+        self.stop_bridge()
+        self.log = self.executor.stdout.read() if self.executor.stdout else ""
 
     def alive(self) -> bool:
         return self.executor.poll() is None and self.estimator.poll() is None

@@ -16,7 +16,7 @@ from mbpl_interfaces.action import RunTrial
 from mbpl_interfaces.msg import ExecutorStatus
 from rclpy.action import ActionClient
 from ros_helpers import node_process, spin_until
-from test_executor import BRIDGE, DT, ESTIMATOR, EXECUTOR, QOS, Arm, Client, assert_refused
+from test_executor import DT, EXECUTOR, QOS, Arm, Client, Graph, assert_refused
 
 from mbpl_ros.conversions import rollout_from_msg
 
@@ -103,40 +103,10 @@ class NamespacedClient(Client):
         assert spin_until(node, lambda: sub.get_publisher_count() > 0, 30)
 
 
-class CameraGraph:
+def camera_graph_processes() -> Graph:
     """Bridge (camera on, one frame per policy step), estimator and executor, lockstep."""
-
-    def __init__(self) -> None:
-        self._contexts: list = []
-        self.bridge_context = None
-
-    def start_bridge(self, **overrides):
-        params = {**ARM, "mode": "lockstep", "lockstep_steps": 50, **CAMERA, **overrides}
-        self.bridge_context = node_process(BRIDGE, params)
-        self.bridge = self.bridge_context.__enter__()
-
-    def stop_bridge(self) -> None:
-        self.bridge_context.__exit__(None, None, None)
-
-    def __enter__(self) -> CameraGraph:
-        self.start_bridge()
-        for name, module, params in (
-                ("estimator", ESTIMATOR, ARM),
-                ("executor", EXECUTOR, {**ARM, "mode": "lockstep", "lockstep_timeout_s": 2.0,
-                                        "frame_timeout_s": 0.5})):
-            context = node_process(module, params)
-            self._contexts.append(context)
-            setattr(self, name, context.__enter__())
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for context in reversed(self._contexts):
-            context.__exit__(None, None, None)
-        self.stop_bridge()
-        self.log = self.executor.stdout.read() if self.executor.stdout else ""
-
-    def alive(self) -> bool:
-        return self.executor.poll() is None and self.estimator.poll() is None
+    return Graph("lockstep", {"lockstep_timeout_s": 2.0, "frame_timeout_s": 0.5},
+                 bridge_params=CAMERA, arm=ARM)
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +116,7 @@ def arm() -> Arm:
 
 @pytest.fixture(scope="module")
 def camera_graph():
-    with CameraGraph() as graph:
+    with camera_graph_processes() as graph:
         yield graph
     timings = [line for line in graph.log.splitlines() if "visuomotor trial:" in line]
     print("\n".join(timings))
