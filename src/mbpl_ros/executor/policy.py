@@ -262,23 +262,17 @@ def _torch_mean(policy) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _vision_features(policy) -> Callable[[np.ndarray], np.ndarray]:
-    """Image (H, W, 3) uint8 -> the features the visuomotor head reads (F,): the standardised
-    feature points (if the head reads them), then the pose layer's output (if there is one), as
-    :class:`~mbpl_ros.gps.networks.VisuomotorNet` concatenates them."""
+    """Image (H, W, 3) uint8 -> the features the visuomotor head reads (F,)
+    (:meth:`~mbpl_ros.gps.networks.VisuomotorNet.features`)."""
     import torch
 
     from mbpl_ros.gps.policy import to_image_tensor
 
     net = policy.network
-    vision, spec = net.vision, net.spec
 
     def features(image: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            points = vision(to_image_tensor(np.asarray(image)[None]))
-            parts = [points] if spec.head_points else []
-            if spec.pose_dim:
-                parts.append(vision.pose(points))
-            return torch.cat(parts, dim=-1)[0].double().numpy()
+            return net.features(to_image_tensor(np.asarray(image)[None]))[0].double().numpy()
 
     return features
 

@@ -236,14 +236,19 @@ class VisuomotorNet(nn.Module):
         layers.append(nn.Linear(width, spec.action_dim))
         self.head = nn.Sequential(*layers)
 
-    def forward(self, obs: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
-        if image is None:
-            raise ValueError("VisuomotorNet: expected a camera image, found None")
+    def features(self, image: torch.Tensor) -> torch.Tensor:
+        """What the head reads of the image (B, F): the feature points (if ``head_points``),
+        then the pose layer's estimate (if ``pose_dim``)."""
         points = self.vision(image)
         parts = [points] if self.spec.head_points else []
         if self.spec.pose_dim:
             parts.append(self.vision.pose(points))
-        return self.head(torch.cat([*parts, obs], dim=-1))
+        return torch.cat(parts, dim=-1)
+
+    def forward(self, obs: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        if image is None:
+            raise ValueError("VisuomotorNet: expected a camera image, found None")
+        return self.head(torch.cat([self.features(image), obs], dim=-1))
 
     def spec_dict(self) -> dict:
         return {"kind": "visuomotor", **asdict(self.spec)}
