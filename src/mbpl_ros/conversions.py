@@ -35,6 +35,11 @@ def _flat(array: np.ndarray) -> list[float]:
     return np.ascontiguousarray(array, dtype=float).ravel().tolist()
 
 
+def stamp_to_ns(stamp) -> int:
+    """A builtin_interfaces/Time (a header's stamp) as integer nanoseconds."""
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
 def controller_to_msg(controller: LinearGaussianController, condition: int, dt: float,
                       state_names: list[str]) -> ControllerMsg:
     """The controller as a message (x_ref zero: any nominal trajectory is folded into k)."""

@@ -81,7 +81,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from mbpl_ros.cdr import CdrError, Float64ArrayWriter, read_arm_state
-from mbpl_ros.conversions import MessageError, controller_from_msg, rollout_to_msg
+from mbpl_ros.conversions import MessageError, controller_from_msg, rollout_to_msg, stamp_to_ns
 from mbpl_ros.core.controllers import LinearGaussianController
 from mbpl_ros.core.state import StateLayout
 from mbpl_ros.executor import (
@@ -438,7 +438,7 @@ class ControllerExecutor(Node):
         """Lockstep subscription callback: store the state and wake the loop (in a visuomotor
         trial only once its frame's features are there:
         :class:`~mbpl_ros.nodes.executor_camera.VisionTrial`)."""
-        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        stamp_ns = stamp_to_ns(msg.header.stamp)
         fields = (np.asarray(msg.x, dtype=float), np.asarray(msg.joint_positions, dtype=float),
                   np.asarray(msg.joint_velocities, dtype=float),
                   np.asarray(msg.target_position, dtype=float))
@@ -902,7 +902,7 @@ class ControllerExecutor(Node):
                 self._trial_busy = True  # no second goal while this one is prepared
                 try:
                     if goal.record_images:
-                        await self.camera.await_publisher()
+                        await self.camera.await_camera(with_info=False)
                     if goal.policy_path:
                         await self._load_policy(goal.policy_path)
                         loaded = self._policies.get(goal.policy_path)

@@ -48,6 +48,7 @@ from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, Image
 
 from mbpl_ros.camera import CameraModel, FrameError, decode_rgb
+from mbpl_ros.conversions import stamp_to_ns
 from mbpl_ros.executor import (
     CancelTrial,
     FrameFeatures,
@@ -177,7 +178,7 @@ class ExecutorCamera:
         the loop; in lockstep the bridge publishes it before the state of its instant)."""
         started = time.perf_counter()
         msg = deserialize_message(raw, Image)
-        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        stamp_ns = stamp_to_ns(msg.header.stamp)
         try:
             image = decode_rgb(msg.height, msg.width, msg.encoding, msg.step, msg.data,
                                expected=vision.feed.policy.image_size)
@@ -191,24 +192,15 @@ class ExecutorCamera:
 
     # ------------------------------------------------------------------------ goal checks
 
-    async def await_publisher(self) -> None:
-        """record_images: right after start-up the camera's publisher may still be unknown: wait
-        for it up to CAMERA_DISCOVERY_S (the goal is checked after)."""
+    async def await_camera(self, with_info: bool = True) -> None:
+        """Right after start-up the camera's publisher (and, ``with_info``, its camera_info) may
+        still be unknown: wait for them up to CAMERA_DISCOVERY_S (the goal is checked after)."""
         if self._camera_sub is None:
             return
         topic = self._camera_sub.topic_name
-        await self._wait_until(lambda: self._node.count_publishers(topic) > 0,
-                               CAMERA_DISCOVERY_S, 0.05)
-
-    async def await_camera(self) -> None:
-        """Right after start-up the camera's publisher and its camera_info may still be unknown:
-        wait for them up to CAMERA_DISCOVERY_S (the goal is checked after)."""
-        if self._camera_sub is None:
-            return
-        topic = self._camera_sub.topic_name
+        need_info = with_info and bool(self.camera_info_topic)
         await self._wait_until(lambda: self._node.count_publishers(topic) > 0 and (
-            self._camera_info is not None or not self.camera_info_topic),
-            CAMERA_DISCOVERY_S, 0.05)
+            self._camera_info is not None or not need_info), CAMERA_DISCOVERY_S, 0.05)
 
     def record_refusal(self) -> str | None:
         """Why camera frames cannot be recorded (None: they can)."""
@@ -358,7 +350,7 @@ class ExecutorCamera:
         def pick() -> tuple[list[Image], list[int]]:
             while frames:
                 msg = deserialize_message(frames.popleft(), Image)
-                decoded[msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec] = msg
+                decoded[stamp_to_ns(msg.header.stamp)] = msg
             stamps = np.array(sorted(decoded), dtype=np.int64)
             chosen, missing = [], []
             for t, stamp in enumerate(wanted):
