@@ -182,7 +182,7 @@ def controller_targets(controller: LinearGaussianController, X: np.ndarray,
     Args:
         X: (N, T, dX) states; obs: what the policy saw there.
         weight: scalar or (T,) per-step weights.
-        shift: optional (N, T, dU) added to the targets (BADMM's dual term).
+        shift: optional (N, T, dU) or (T, dU) added to the targets (BADMM's dual term).
     """
     N, T, _ = X.shape
     mu = np.einsum("tux,ntx->ntu", controller.K, X) + controller.k
@@ -372,7 +372,6 @@ class _GPS:
                                           self.config.lqr.max_step_mult)
         return predicted, actual
 
-
     # -- one iteration; the variants differ only in the hooks below ------------------------
 
     def iteration(self, batches: Sequence[SampleBatch], observations: Sequence[Observations],
@@ -521,7 +520,7 @@ class MDGPS(_GPS):
 
 
 def augment_with_policy(quad: QuadraticCost, reference: StackedControllers, nu: np.ndarray,
-                        lambda_K: np.ndarray, lambda_k: np.ndarray) -> QuadraticCost:
+                        lambda_K: np.ndarray | None, lambda_k: np.ndarray) -> QuadraticCost:
     """c + nu_t (-log pi_hat(u|x)) + lambda_t(x)^T (u - mu_hat_t(x)) as a quadratic cost model, up
     to a constant (the log-normaliser of pi_hat), with lambda_t(x) = lambda_K,t x + lambda_k,t and
     mu_hat_t(x) = K_hat,t x + k_hat,t the mean of pi_hat.
@@ -538,9 +537,12 @@ def augment_with_policy(quad: QuadraticCost, reference: StackedControllers, nu: 
     Args:
         quad: (M, T, ...) cost model.
         reference: pi_hat per condition (its precision defines -log pi_hat up to a constant).
-        nu: (M, T) weights; lambda_K: (M, T, dU, dX); lambda_k: (M, T, dU).
+        nu: (M, T) weights; lambda_K: (M, T, dU, dX), or None for a multiplier constant in x;
+        lambda_k: (M, T, dU).
     """
-    M, T, dU, dX = lambda_K.shape
+    M, T, dU, dX = reference.K.shape
+    if lambda_K is None:
+        lambda_K = np.zeros((M, T, dU, dX))
     # On z_aug = [1; x; u]: u - mu_hat(x) = R z_aug with R = [-k_hat, -K_hat, I] and
     # lambda(x) = L z_aug with L = [lambda_k, lambda_K, 0];
     # (L z)^T (R z) = 1/2 z^T (L^T R + R^T L) z.
@@ -586,7 +588,7 @@ class BADMM(_GPS):
     max-entropy solution at temperature eta + nu_t of c + lambda^T u + nu_t (-log pi_bar) +
     eta (-log p_prev). The S-step minimises sum_t nu_t E[D_KL(pi || p)] - lambda_t^T u_pi, i.e.
     the precision-weighted regression onto the controllers' actions shifted by P^-1 lambda / nu,
-    weighted by nu_t. The dual step moves lambda (a per-step constant: lambda_K stays 0) along
+    weighted by nu_t. The dual step moves lambda (a per-step constant) along
     the mean action gap at the samples in the metric (Sigma_p + Sigma_pi)^-1 (see
     ``GPSConfig.policy_dual_rate``) and adapts nu_t multiplicatively towards a per-step KL target,
     that KL measured at the sample states (:func:`sample_policy_kl`).
@@ -596,14 +598,13 @@ class BADMM(_GPS):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        M, T, dU, dX = self.conditions, self.T, self.dU, self.dX
+        M, T, dU = self.conditions, self.T, self.dU
         self.nu = np.full((M, T), self.config.init_policy_weight)
-        self.lambda_K = np.zeros((M, T, dU, dX))
         self.lambda_k = np.zeros((M, T, dU))
+        """The multiplier lambda_t of u_t = mu_bar_t(x_t), per step (constant in x)."""
         self._coupling: list[LinearGaussianController] = []
 
-    def _dual_step(self, batches: Sequence[SampleBatch], observations: Sequence[Observations],
-                   pol_mu: list[np.ndarray]) -> np.ndarray:
+    def _dual_step(self, batches: Sequence[SampleBatch], pol_mu: list[np.ndarray]) -> np.ndarray:
         """lambda_t += rate nu_t (Sigma_p + Sigma_pi)^-1 gap_t; nu_t by the KL schedule.
 
         gap_t = mean_n (u_p - u_pi)_t, the controller-policy mean-action gap at the sample states.
@@ -632,7 +633,7 @@ class BADMM(_GPS):
                        dynamics: list[LinearGaussianDynamics]) -> None:
         pol_mu = [self._policy_outputs(o) for o in observations]
         if self._iteration > 0:
-            self._dual_step(batches, observations, pol_mu)
+            self._dual_step(batches, pol_mu)
         self._coupling = policy_action_reference(self._controllers, batches, pol_mu,
                                                  self.policy.covar)
 
@@ -642,8 +643,8 @@ class BADMM(_GPS):
 
     def _c_step_cost(self, quad: QuadraticCost, lins: list[LinearGaussianController]
                      ) -> QuadraticCost:
-        return augment_with_policy(quad, StackedControllers.of(self._coupling), self.nu,
-                                   self.lambda_K, self.lambda_k)
+        return augment_with_policy(quad, StackedControllers.of(self._coupling), self.nu, None,
+                                   self.lambda_k)
 
     def _c_step_entropy(self) -> np.ndarray:
         return self.nu
@@ -652,7 +653,6 @@ class BADMM(_GPS):
                         data: list[tuple[np.ndarray, Observations]]) -> list[PolicyTargets]:
         parts = []
         for m, (c, (X, o)) in enumerate(zip(controllers, data, strict=True)):
-            dual = np.einsum("tux,ntx->ntu", self.lambda_K[m], X) + self.lambda_k[m]
-            shift = np.einsum("tij,ntj->nti", c.covar, dual) / self.nu[m][None, :, None]
+            shift = np.einsum("tij,tj->ti", c.covar, self.lambda_k[m]) / self.nu[m][:, None]
             parts.append(controller_targets(c, X, o, self.nu[m], shift))
         return parts
