@@ -13,6 +13,7 @@ from mbpl_interfaces.msg import Rollout as RolloutMsg
 
 from mbpl_ros.core.controllers import LinearGaussianController
 from mbpl_ros.core.dynamics import LinearGaussianDynamics
+from mbpl_sim.tasks import Condition
 
 
 class MessageError(ValueError):
@@ -38,6 +39,20 @@ def _flat(array: np.ndarray) -> list[float]:
 def stamp_to_ns(stamp) -> int:
     """A builtin_interfaces/Time (a header's stamp) as integer nanoseconds."""
     return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+def condition_with_overrides(base: Condition, request) -> Condition:
+    """``base`` with what a ResetToCondition request (or a RunTrial goal) overrides: its
+    joint_positions if given, and its target_position with its target_points (None if not
+    given) if given. Sizes and values are the caller's to check (a Condition refuses non-finite
+    ones)."""
+    q = np.asarray(request.joint_positions, dtype=float) if len(request.joint_positions) \
+        else base.joint_positions
+    if not len(request.target_position):
+        return Condition(q, base.target_position, base.target_points)
+    points = np.asarray(request.target_points, dtype=float).reshape(-1, 3) \
+        if len(request.target_points) else None
+    return Condition(q, np.asarray(request.target_position, dtype=float), points)
 
 
 def controller_to_msg(controller: LinearGaussianController, condition: int, dt: float,

@@ -5,6 +5,7 @@ import pytest
 
 from mbpl_ros.conversions import (
     MessageError,
+    condition_with_overrides,
     controller_from_msg,
     controller_to_msg,
     dynamics_from_msg,
@@ -78,3 +79,26 @@ def test_rollout_and_dynamics_round_trips():
     bad.actions = list(bad.actions)[:-2]
     with pytest.raises(MessageError, match="rollout.actions"):
         rollout_from_msg(bad)
+
+
+def test_reset_request_overrides_the_table_condition_field_by_field():
+    from mbpl_interfaces.srv import ResetToCondition
+
+    from mbpl_sim.tasks import Condition
+
+    base = Condition(np.arange(3.0), np.array([0.5, 0.0, 0.1]), np.ones((2, 3)))
+    same = condition_with_overrides(base, ResetToCondition.Request(condition=0))
+    np.testing.assert_array_equal(same.joint_positions, base.joint_positions)
+    np.testing.assert_array_equal(same.target_points, base.target_points)
+    q_only = condition_with_overrides(base, ResetToCondition.Request(joint_positions=[1.0] * 3))
+    np.testing.assert_array_equal(q_only.joint_positions, [1.0] * 3)
+    np.testing.assert_array_equal(q_only.target_position, base.target_position)
+    np.testing.assert_array_equal(q_only.target_points, base.target_points)
+    # A new target without points drops the table's points (they belong to the old target).
+    moved = condition_with_overrides(base, ResetToCondition.Request(
+        target_position=[0.4, 0.1, 0.0]))
+    np.testing.assert_array_equal(moved.target_position, [0.4, 0.1, 0.0])
+    assert moved.target_points is None
+    posed = condition_with_overrides(base, ResetToCondition.Request(
+        target_position=[0.4, 0.1, 0.0], target_points=[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]))
+    np.testing.assert_array_equal(posed.target_points, [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]])

@@ -81,7 +81,13 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from mbpl_ros.cdr import CdrError, Float64ArrayWriter, read_arm_state
-from mbpl_ros.conversions import MessageError, controller_from_msg, rollout_to_msg, stamp_to_ns
+from mbpl_ros.conversions import (
+    MessageError,
+    condition_with_overrides,
+    controller_from_msg,
+    rollout_to_msg,
+    stamp_to_ns,
+)
 from mbpl_ros.core.controllers import LinearGaussianController
 from mbpl_ros.core.state import StateLayout
 from mbpl_ros.executor import (
@@ -642,18 +648,11 @@ class ControllerExecutor(Node):
                             f"per ee point of the {self.task.name} task) with a target_position, "
                             f"found {len(request.target_points)}"
                             + ("" if len(request.target_position) else " without one"))
-        base = self.conditions[min(index, len(self.conditions) - 1)]
-        q = np.asarray(request.joint_positions, dtype=float) if len(request.joint_positions) \
-            else base.joint_positions
-        if len(request.target_position):
-            target = np.asarray(request.target_position, dtype=float)
-            points = np.asarray(request.target_points, dtype=float).reshape(n_points, 3) \
-                if len(request.target_points) else None
-        else:
-            target, points = base.target_position, base.target_points
         try:
-            q = self.arm.check_positions(q, "reset joint positions")
-            return Condition(q, target, points)
+            condition = condition_with_overrides(
+                self.conditions[min(index, len(self.conditions) - 1)], request)
+            q = self.arm.check_positions(condition.joint_positions, "reset joint positions")
+            return Condition(q, condition.target_position, condition.target_points)
         except ValueError as err:
             raise GoalError(str(err)) from err
 

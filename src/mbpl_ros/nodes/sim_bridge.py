@@ -42,6 +42,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool
 
 from mbpl_ros.camera import CameraModel, camera_info_fields
+from mbpl_ros.conversions import condition_with_overrides
 from mbpl_ros.nodes.parameters import declare_parameters
 from mbpl_ros.nodes.run import run_node
 from mbpl_ros.realtime import DeadlineLoop, LatestValue, try_realtime_priority
@@ -206,16 +207,8 @@ class SimBridge(Node):
                 raise IndexError(f"unknown condition {request.condition}: the table has "
                                  f"{len(self.conditions)} (0..{len(self.conditions) - 1})")
             return self.conditions[request.condition]
-        base = self.conditions[min(request.condition, len(self.conditions) - 1)]
-        q = np.asarray(request.joint_positions, dtype=float) if len(request.joint_positions) \
-            else base.joint_positions
-        if len(request.target_position):
-            target = np.asarray(request.target_position, dtype=float)
-            points = np.asarray(request.target_points, dtype=float).reshape(-1, 3) \
-                if len(request.target_points) else None
-        else:
-            target, points = base.target_position, base.target_points
-        return Condition(joint_positions=q, target_position=target, target_points=points)
+        return condition_with_overrides(
+            self.conditions[min(request.condition, len(self.conditions) - 1)], request)
 
     def _on_pause(self, request: SetBool.Request, response: SetBool.Response):
         if request.data:
