@@ -448,13 +448,11 @@ class ControllerExecutor(Node):
         fields = (np.asarray(msg.x, dtype=float), np.asarray(msg.joint_positions, dtype=float),
                   np.asarray(msg.joint_velocities, dtype=float),
                   np.asarray(msg.target_position, dtype=float))
-        if self.camera.park(stamp_ns, fields):
-            return
-        if self._accept_state(stamp_ns, *fields, received=time.monotonic()):
-            self._wake.set()
+        if not self.camera.park(stamp_ns, fields):
+            self._deliver(stamp_ns, fields)
 
     def _deliver(self, stamp_ns: int, fields: StateFields) -> None:
-        """Store a state the camera's gate held until its frame came, and wake the loop."""
+        """Store a lockstep state (once the camera's gate lets it through) and wake the loop."""
         if self._accept_state(stamp_ns, *fields, received=time.monotonic()):
             self._wake.set()
 
@@ -668,8 +666,8 @@ class ControllerExecutor(Node):
         msg = Target()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.header.frame_id = self.arm.root_link
-        msg.position = Point(**dict(zip("xyz", map(float, condition.target_position),
-                                        strict=True)))
+        x, y, z = (float(v) for v in condition.target_position)
+        msg.position = Point(x=x, y=y, z=z)
         msg.points = [Point(x=float(x), y=float(y), z=float(z))
                       for x, y, z in self.task.target_points(condition)]
         self._target_pub.publish(msg)
