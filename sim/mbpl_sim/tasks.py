@@ -248,6 +248,19 @@ def goal_configuration(
     return result.q
 
 
+def _valid_condition(task: TaskSpec, kin: ArmKinematics, home: np.ndarray,
+                     condition: Condition) -> bool:
+    """Whether every ee point starts ``init_clearance`` above the target, the first at least
+    that far from it, and the goal pose is reachable (IK from ``home`` to 1 mm)."""
+    target = condition.target_position
+    points = kin.ee_points(condition.joint_positions)
+    if not (np.all(points[:, 2] >= target[2] + task.init_clearance)
+            and np.linalg.norm(points[0] - target) >= task.init_clearance):
+        return False
+    return kin.inverse_points(task.target_points(condition), home, tolerance=1e-3,
+                              max_iterations=300).converged
+
+
 def make_conditions(
     task: TaskSpec,
     arm: ArmDescription,
@@ -282,15 +295,9 @@ def make_conditions(
             target = rng.uniform(task.target_low, task.target_high)
             q0 = np.clip(home + rng.uniform(-joint_spread, joint_spread, arm.n_joints),
                          arm.lower, arm.upper)
-            points = kin.ee_points(q0)
-            above = np.all(points[:, 2] >= target[2] + task.init_clearance)
-            far = np.linalg.norm(points[0] - target) >= task.init_clearance
-            if not (above and far):
-                continue
-            goal = kin.inverse_points(task.target_points(Condition(q0, target)), home,
-                                      tolerance=1e-3, max_iterations=300)
-            if goal.converged:
-                conditions.append(Condition(q0, target))
+            condition = Condition(q0, target)
+            if _valid_condition(task, kin, home, condition):
+                conditions.append(condition)
                 break
         else:
             raise TaskError(f"condition {index}: no reachable target / clear initial pose found "
@@ -322,10 +329,10 @@ def conditions_between(
     """``n`` held-out conditions on a grid between ``conditions``: convex combinations of their
     initial configurations and targets, with weights on :func:`simplex_lattice` at the coarsest
     resolution that offers ``n`` valid points (``rng`` picks which, reproducibly). Valid as for
-    :func:`make_conditions`: the ee points start clear above the target and the goal is
-    reachable. None is a training condition (the lattice leaves the vertices out), and each lies
-    where the training conditions say something about it: between them, as GPS evaluates
-    generalisation (new hole positions between the trained ones).
+    :func:`make_conditions` (:func:`_valid_condition`): the ee points start clear above the
+    target and the goal is reachable. None is a training condition (the lattice leaves the
+    vertices out), and each lies where the training conditions say something about it: between
+    them, as GPS evaluates generalisation (new hole positions between the trained ones).
 
     Raises:
         TaskError: fewer than 2 conditions, conditions with their own ``target_points`` (a blend
@@ -351,14 +358,7 @@ def conditions_between(
         chosen = []
         for w in weights[rng.permutation(len(weights))]:
             candidate = Condition(w @ Q, w @ P)
-            points = kin.ee_points(candidate.joint_positions)
-            target = candidate.target_position
-            if not (np.all(points[:, 2] >= target[2] + task.init_clearance)
-                    and np.linalg.norm(points[0] - target) >= task.init_clearance):
-                continue
-            goal = kin.inverse_points(task.target_points(candidate), home, tolerance=1e-3,
-                                      max_iterations=300)
-            if goal.converged:
+            if _valid_condition(task, kin, home, candidate):
                 chosen.append(candidate)
                 if len(chosen) == n:
                     return chosen
