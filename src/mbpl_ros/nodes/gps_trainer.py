@@ -51,8 +51,9 @@ Guided policy search (``algorithm`` mdgps or badmm; the iteration of
                  ``test_success_rate``, ``policy_cost``, ...), controllers.npz, policy.pt, plots,
                  and ``gps_state.pt``: the whole algorithm state (policy, optimiser, policy prior,
                  step sizes, duals) for ``resume``.
-Only the state-based MLP policy runs through ROS: the executor records camera frames
-(``record_images``) but runs no network on them.
+Only the state-based MLP policy trains through ROS: a visuomotor policy's vision pretraining
+needs images of random arm poses and targets, which this trainer has no simulator for (the
+executor runs a visuomotor policy trained with ``--graph direct``, in lockstep).
 """
 
 from __future__ import annotations
