@@ -284,11 +284,51 @@ def _numpy_head(policy) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None
     if head is None:
         return None
     o_mean, o_scale, a_mean, a_scale = _normalizers(policy)
+    extra = _numpy_kinematic_input(policy.network)
 
     def mean_action(obs: np.ndarray, features: np.ndarray) -> np.ndarray:
-        return head(np.concatenate([features, (obs - o_mean) / o_scale])) * a_scale + a_mean
+        parts = [features] + ([] if extra is None else [extra(obs, features)])
+        return head(np.concatenate([*parts, (obs - o_mean) / o_scale])) * a_scale + a_mean
 
     return mean_action
+
+
+def _numpy_kinematic_input(net) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+    """The visuomotor head's kinematic input in numpy (float64): the pose layer's target
+    estimate minus the end effector placed by forward kinematics of q, in units of
+    ``kinematic_scale`` (:meth:`~mbpl_ros.gps.networks.VisuomotorNet.head_output`); None for a
+    network without one."""
+    fk = getattr(net, "kinematics", None)
+    if fk is None:
+        return None
+    screws, home_q = fk.screws.double().numpy(), fk.home_q.double().numpy()
+    order = fk.order.numpy()
+    home, point = fk.home.double().numpy(), fk.point.double().numpy()
+    pose_dim, n = net.spec.pose_dim, net.spec.kinematic_joints
+    t_mean = net.pose_mean.double().numpy()[:3]
+    t_scale = net.pose_scale.double().numpy()[:3]
+    unit = float(net.spec.kinematic_scale)
+
+    def ee_position(q: np.ndarray) -> np.ndarray:
+        theta = q[order] - home_q
+        p = home[:3, :3] @ point + home[:3, 3]
+        for i in range(len(theta) - 1, -1, -1):
+            v, w = screws[i, :3], screws[i, 3:]
+            if np.linalg.norm(w) < 0.5:
+                p = p + theta[i] * v
+                continue
+            r = np.cross(w, v)
+            d = p - r
+            c, s = np.cos(theta[i]), np.sin(theta[i])
+            d = d * c + np.cross(w, d) * s + w * (w @ d) * (1.0 - c)
+            p = d + r + w * (w @ v) * theta[i]
+        return p
+
+    def kinematic_input(obs: np.ndarray, features: np.ndarray) -> np.ndarray:
+        target = features[len(features) - pose_dim:][:3] * t_scale + t_mean
+        return (target - ee_position(np.asarray(obs, dtype=float)[:n])) / unit
+
+    return kinematic_input
 
 
 def _torch_head(policy) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
@@ -304,7 +344,9 @@ def _torch_head(policy) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
         with torch.no_grad():
             z = (torch.as_tensor(obs, dtype=torch.float32) - o_mean) / o_scale
             f = torch.as_tensor(features, dtype=torch.float32)
-            return (net.head(torch.cat([f, z])) * a_scale + a_mean).double().numpy()
+            raw = torch.as_tensor(obs, dtype=torch.float32)
+            out = net.head_output(f[None], z[None], raw[None])[0]
+            return (out * a_scale + a_mean).double().numpy()
 
     return mean_action
 

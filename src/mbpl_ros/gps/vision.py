@@ -42,6 +42,9 @@ class PretrainReport:
     """The same on the held-out images (None when none were held out)."""
     rmse_per_point: tuple[float, ...] = ()
     """Held-out (else training) RMSE of each consecutive triple of target columns."""
+    target_mean: tuple[float, ...] = ()
+    target_scale: tuple[float, ...] = ()
+    """The read-out's units: targets = output * target_scale + target_mean (per column)."""
 
 
 def pretrain_vision(vision: VisionLayers, images: np.ndarray, targets: np.ndarray,
@@ -120,4 +123,5 @@ def pretrain_vision(vision: VisionLayers, images: np.ndarray, targets: np.ndarra
     return PretrainReport(
         rmse(err[:n_train, :3]), tuple(losses), time.perf_counter() - start,
         rmse(held[:, :3]) if len(held) else None,
-        tuple(rmse(per_point[:, j:j + 3]) for j in range(0, k - k % 3, 3)))
+        tuple(rmse(per_point[:, j:j + 3]) for j in range(0, k - k % 3, 3)),
+        tuple(float(v) for v in mean), tuple(float(v) for v in scale))

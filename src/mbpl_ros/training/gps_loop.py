@@ -96,6 +96,11 @@ class GPSSettings:
     pretrained vision layers are frozen and the S-steps train the fully connected head only,
     which costs a forward pass of the convolutions per image instead of forward and backward
     (3x less) and keeps the target estimate from drifting towards the few training targets."""
+    kinematic_input: bool = True
+    """Visuomotor: the head also reads the vector from the end effector, placed by the arm's
+    forward kinematics of the measured q, to the pose layer's target estimate
+    (:class:`~mbpl_ros.gps.networks.ChainKinematics`). Off: it has to compare the target
+    estimate with the visual end-effector estimate or learn the kinematics from q."""
     policy_steps: int = 300
     """Gradient steps per S-step."""
     first_policy_steps: int = 1000
@@ -276,7 +281,8 @@ def train(config: TrainConfig, settings: GPSSettings | None = None) -> dict:
         policy = make_policy(spec, layout.action_dim, settings.hidden, settings.channels,
                              seed=config.seed)
         if settings.policy == "visuomotor":
-            policy.network = visuomotor_network(spec, layout.action_dim, settings, config.seed)
+            policy.network = visuomotor_network(spec, layout.action_dim, settings, config.seed,
+                                                builder.kinematics)
         summary = new_summary(config, sim.description, gps=settings_dict(settings))
         start = time.perf_counter()
         if settings.policy == "visuomotor":
@@ -286,6 +292,8 @@ def train(config: TrainConfig, settings: GPSSettings | None = None) -> dict:
             collect_s = time.perf_counter() - start
             pre = pretrain_vision(policy.network.vision, images, targets,
                                   steps=settings.pretrain_steps, seed=config.seed, holdout=0.1)
+            if policy.network.kinematics is not None:
+                policy.network.set_pose_units(pre.target_mean, pre.target_scale)
             if not settings.train_vision:
                 policy.network.vision.freeze()
             summary["vision_pretraining"] = {
@@ -367,14 +375,51 @@ def train(config: TrainConfig, settings: GPSSettings | None = None) -> dict:
 
 
 def visuomotor_network(spec: ObservationSpec, dU: int, settings: GPSSettings,
-                        seed: int) -> VisuomotorNet:
+                        seed: int, kinematics=None) -> VisuomotorNet:
     """The visuomotor network with a pose layer for the 6 positions that pretraining regresses
-    (:func:`collect_pretraining_images`), seeded like :func:`make_policy`."""
+    (:func:`collect_pretraining_images`), seeded like :func:`make_policy`; with
+    ``settings.kinematic_input`` also the forward kinematics of ``kinematics``
+    (:class:`~mbpl_ros.kinematics.ArmKinematics`, its first ee point, the one pretraining
+    regresses; :func:`chain_kinematics`)."""
+    use_fk = settings.kinematic_input and kinematics is not None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return VisuomotorNet(VisuomotorSpec(
+        net = VisuomotorNet(VisuomotorSpec(
             spec.dim, dU, spec.image_size, settings.channels, tuple(settings.hidden),
-            pose_dim=6, head_points=settings.head_points))
+            pose_dim=6, head_points=settings.head_points,
+            kinematic_joints=kinematics.n_joints if use_fk else 0))
+    if use_fk:
+        if tuple(spec.state_indices[:kinematics.n_joints]) != tuple(range(kinematics.n_joints)):
+            raise ValueError("visuomotor_network: the kinematic input needs q first in the "
+                             f"observation, found {spec.state_names[:kinematics.n_joints]}")
+        net.kinematics.set_chain(*chain_kinematics(kinematics))
+    return net
+
+
+def chain_kinematics(kinematics, home_q: np.ndarray | None = None) -> tuple:
+    """The product-of-exponentials parameters of ``kinematics``' (an
+    :class:`~mbpl_ros.kinematics.ArmKinematics`) chain and its first ee point, as
+    :meth:`~mbpl_ros.gps.networks.ChainKinematics.set_chain` takes them: screws (n, 6) (the
+    columns of the world-frame joint Jacobian at ``home_q``, default zeros, linear part first),
+    order (n,), home_q (n,) in chain order, the ee link's world pose (4, 4) at home_q and the
+    point in the link frame (3,). Reads the pinocchio model that ArmKinematics keeps."""
+    import pinocchio as pin
+
+    model, data = kinematics._model, kinematics._model.createData()
+    n = kinematics.n_joints
+    q_ours = np.zeros(n) if home_q is None else np.asarray(home_q, dtype=float)
+    q_pin = np.zeros(model.nq)
+    q_pin[kinematics._idx] = q_ours
+    J = pin.computeJointJacobians(model, data, q_pin)          # world frame, (6, nv)
+    pin.updateFramePlacements(model, data)
+    home = data.oMf[kinematics._frame_id].homogeneous
+    # Chain order: pinocchio's joint ids run from the base to the tip of a serial chain.
+    chain_v = [model.idx_vs[j] for j in range(1, model.njoints)]
+    chain_q = [model.idx_qs[j] for j in range(1, model.njoints)]
+    ours_of_q = {int(i): k for k, i in enumerate(kinematics._idx)}
+    order = [ours_of_q[int(i)] for i in chain_q]
+    screws = np.stack([np.asarray(J[:, v]) for v in chain_v])
+    return screws, order, q_ours[order], home, kinematics.ee_points_local[0]
 
 
 def _rate(evals: list[Evaluation]) -> float | None:
