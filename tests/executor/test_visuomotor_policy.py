@@ -46,13 +46,27 @@ LAYOUT = StateLayout(7, 1)
 SIZE = (12, 16)
 
 
-def visuomotor_file(path, pose_dim=6, head_points=False, seed=0, **extra):
+def visuomotor_file(path, pose_dim=6, head_points=False, seed=0, kinematic=False, **extra):
     spec = ObservationSpec.visuomotor(LAYOUT, JOINTS, SIZE)
     policy = make_policy(spec, 7, hidden=(16, 16), channels=4, seed=seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        policy.network = VisuomotorNet(VisuomotorSpec(spec.dim, 7, SIZE, 4, (16, 16),
-                                                      pose_dim=pose_dim, head_points=head_points))
+        policy.network = VisuomotorNet(VisuomotorSpec(
+            spec.dim, 7, SIZE, 4, (16, 16), pose_dim=pose_dim, head_points=head_points,
+            kinematic_joints=7 if kinematic else 0))
+        if kinematic:
+            # Joints about tilted axes through scattered points, one prismatic: every term of
+            # the product of exponentials is exercised.
+            rng = np.random.default_rng(seed + 5)
+            w = rng.standard_normal((7, 3))
+            w /= np.linalg.norm(w, axis=1, keepdims=True)
+            v = -np.cross(w, rng.uniform(-0.5, 0.5, (7, 3)))
+            w[3], v[3] = 0.0, (0.0, 0.6, 0.8)
+            home = np.eye(4)
+            home[:3, 3] = (0.4, 0.1, 0.3)
+            policy.network.kinematics.set_chain(np.c_[v, w], rng.permutation(7),
+                                                rng.uniform(-1, 1, 7), home, (0.0, 0.0, 0.1))
+            policy.network.set_pose_units(rng.uniform(-0.3, 0.3, 6), rng.uniform(0.1, 0.3, 6))
         # Standardised feature points: a random network then responds to the image, not only
         # to x (standardising keeps what the pose layer computed: new pose weights too).
         vision = policy.network.vision
@@ -72,10 +86,11 @@ def images(n, seed=1):
     return np.random.default_rng(seed).integers(0, 256, (n, *SIZE, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("pose_dim, head_points", [(6, False), (0, True), (6, True)])
+@pytest.mark.parametrize("pose_dim, head_points, kinematic",
+                         [(6, False, False), (0, True, False), (6, True, False), (6, False, True)])
 def test_vision_on_arrival_and_numpy_head_match_the_whole_network(tmp_path, pose_dim,
-                                                                   head_points):
-    reference = visuomotor_file(tmp_path / "vm.pt", pose_dim, head_points)
+                                                                   head_points, kinematic):
+    reference = visuomotor_file(tmp_path / "vm.pt", pose_dim, head_points, kinematic=kinematic)
     loaded = load_trial_policy(tmp_path / "vm.pt", JOINTS, LAYOUT.names())
     assert loaded.is_visuomotor and loaded.image_size == SIZE
     assert loaded.evaluator == "numpy head" and loaded.camera is None

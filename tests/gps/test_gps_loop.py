@@ -49,6 +49,23 @@ def test_visuomotor_run_writes_a_policy_the_executor_can_check_its_camera_agains
     assert policy.observation.image_size == (16, 16)
     import torch
 
+    # The head's kinematic input places the first ee point like the simulator does, and its
+    # target estimate is read in the pretraining targets' units (metres, not normalised).
+    from mbpl_sim import make_sim
+
+    net = policy.network
+    assert net.kinematics is not None and float(net.pose_scale.min()) < 0.5
+    with make_sim("mujoco", task="reach") as sim:
+        q = np.random.default_rng(0).uniform(sim.description.lower, sim.description.upper,
+                                             (5, sim.description.n_joints))
+        expected = []
+        for x in q:
+            sim.set_state(x, np.zeros_like(x))
+            expected.append(sim.ee_points_world()[0])
+    with torch.no_grad():
+        got = net.kinematics(torch.as_tensor(q, dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
     extra = torch.load(out / "policy.pt", weights_only=True)["extra"]
     camera, source = recorded_camera(out / "policy.pt", extra, (16, 16))
     assert source == "the policy file's metadata"

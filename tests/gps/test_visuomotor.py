@@ -133,3 +133,100 @@ def test_frozen_vision_remembers_points_per_image_and_forgets_on_new_weights():
     assert not vision._cache
     with torch.no_grad():
         torch.testing.assert_close(vision(images), other(images))
+
+
+_PLANAR_URDF = """<?xml version="1.0"?>
+<robot name="planar">
+  <link name="base"/>
+  <link name="l1"><inertial><mass value="1"/><inertia ixx="0.01" iyy="0.01" izz="0.01" ixy="0" ixz="0" iyz="0"/></inertial></link>
+  <link name="l2"><inertial><mass value="1"/><inertia ixx="0.01" iyy="0.01" izz="0.01" ixy="0" ixz="0" iyz="0"/></inertial></link>
+  <link name="tip"><inertial><mass value="0.1"/><inertia ixx="0.001" iyy="0.001" izz="0.001" ixy="0" ixz="0" iyz="0"/></inertial></link>
+  <joint name="shoulder" type="revolute"><parent link="base"/><child link="l1"/>
+    <origin xyz="0 0 0.1"/><axis xyz="0 0 1"/><limit lower="-3" upper="3" effort="10" velocity="5"/></joint>
+  <joint name="elbow" type="revolute"><parent link="l1"/><child link="l2"/>
+    <origin xyz="0.3 0 0"/><axis xyz="0 0 1"/><limit lower="-3" upper="3" effort="10" velocity="5"/></joint>
+  <joint name="slide" type="prismatic"><parent link="l2"/><child link="tip"/>
+    <origin xyz="0.2 0 0"/><axis xyz="1 0 0"/><limit lower="0" upper="0.2" effort="10" velocity="1"/></joint>
+</robot>
+"""
+
+
+def _planar_tip(shoulder: float, elbow: float, slide: float) -> np.ndarray:
+    """Closed form: the point (0, 0.05, 0) of the tip link of _PLANAR_URDF, world frame."""
+    a, b = shoulder, shoulder + elbow
+    reach = 0.2 + slide
+    return np.array([0.3 * np.cos(a) + reach * np.cos(b) - 0.05 * np.sin(b),
+                     0.3 * np.sin(a) + reach * np.sin(b) + 0.05 * np.cos(b), 0.1])
+
+
+def test_chain_kinematics_matches_the_closed_form_of_a_planar_arm(tmp_path):
+    """Product of exponentials from the URDF model (revolute and prismatic joints, the policy's
+    joint order differing from the chain's, a home configuration other than zero) against the
+    planar arm's closed-form forward kinematics."""
+    from mbpl_ros.gps.networks import ChainKinematics
+    from mbpl_ros.kinematics import ArmKinematics
+    from mbpl_ros.training.gps_loop import chain_kinematics
+
+    urdf = tmp_path / "planar.urdf"
+    urdf.write_text(_PLANAR_URDF)
+    names = ("slide", "shoulder", "elbow")  # not the chain's order
+    kin = ArmKinematics(urdf, "tip", np.array([[0.0, 0.05, 0.0], [0.0, 0.0, 0.0]]), names)
+    rng = np.random.default_rng(5)
+    q = np.c_[rng.uniform(0.0, 0.2, 20), rng.uniform(-3, 3, (20, 2))]   # slide, shoulder, elbow
+    expected = np.stack([_planar_tip(s, e, d) for d, s, e in q])
+    for home in (None, np.array([0.1, 0.7, -1.2])):
+        fk = ChainKinematics(3)
+        fk.set_chain(*chain_kinematics(kin, home))
+        got = fk(torch.as_tensor(q, dtype=torch.float32)).double().numpy()
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_chain_kinematics_of_the_arm_matches_its_urdf_kinematics():
+    from mbpl_ros.gps.networks import ChainKinematics
+    from mbpl_ros.kinematics import ArmKinematics
+    from mbpl_ros.training.gps_loop import chain_kinematics
+    from mbpl_sim import DEFAULT_EE_LINK, default_urdf
+    from mbpl_sim.tasks import DEFAULT_EE_POINTS_LOCAL
+
+    kin = ArmKinematics(default_urdf(), DEFAULT_EE_LINK, DEFAULT_EE_POINTS_LOCAL)
+    fk = ChainKinematics(kin.n_joints)
+    fk.set_chain(*chain_kinematics(kin))
+    q = np.random.default_rng(6).uniform(kin.lower, kin.upper, (30, kin.n_joints))
+    got = fk(torch.as_tensor(q, dtype=torch.float32)).double().numpy()
+    np.testing.assert_allclose(got, [kin.ee_points(x)[0] for x in q], atol=1e-5)
+    with pytest.raises(ValueError, match="unit"):
+        fk.set_chain(np.ones((kin.n_joints, 6)), *chain_kinematics(kin)[1:])
+
+
+def test_kinematic_input_is_the_target_estimate_minus_the_end_effector():
+    """The head's three extra inputs: (pose layer target in metres - FK ee) / kinematic_scale;
+    checked by replacing the head with one that reads them out."""
+    from mbpl_ros.gps.networks import ChainKinematics
+
+    torch.manual_seed(7)
+    spec = VisuomotorSpec(4, 3, (16, 16), 4, (8,), pose_dim=6, head_points=False,
+                          kinematic_joints=2, kinematic_scale=0.1)
+    net = VisuomotorNet(spec)
+    # Two revolute joints about z through the origin and (0.5, 0, 0); point (1, 0, 0) at home.
+    net.kinematics.set_chain([[0, 0, 0, 0, 0, 1], [0, -0.5, 0, 0, 0, 1]], [0, 1], [0, 0],
+                             np.eye(4), [1.0, 0.0, 0.0])
+    net.set_pose_units(np.arange(6) * 0.1, np.full(6, 2.0))
+    width = 6 + 3 + 4
+    probe = torch.nn.Linear(width, 3)
+    with torch.no_grad():
+        probe.weight.zero_()
+        probe.bias.zero_()
+        probe.weight[:, 6:9] = torch.eye(3)
+    net.head = probe
+    images = to_image_tensor(_square_images(np.random.default_rng(7), 5)[0])
+    q = torch.tensor([[0.0, 0.0, 9.0, 9.0], [np.pi / 2, -np.pi / 2, 0.0, 0.0]] * 2
+                     + [[np.pi, 0.0, 0.0, 0.0]])
+    with torch.no_grad():
+        out = net(torch.zeros(5, 4), images, q)
+        pose = net.vision.pose(net.vision(images))
+    target = pose[:, :3] * 2.0 + torch.tensor([0.0, 0.1, 0.2])
+    ee = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]] * 2 + [[-1.0, 0.0, 0.0]])
+    torch.testing.assert_close(out, (target - ee) / 0.1, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="raw observation"):
+        net(torch.zeros(5, 4), images)
+    assert isinstance(net.kinematics, ChainKinematics)
