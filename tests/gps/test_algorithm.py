@@ -12,13 +12,19 @@ from mbpl_ros.core.dynamics import LinearGaussianDynamics
 from mbpl_ros.core.lqr_flm import LQRFLMConfig
 from mbpl_ros.core.samples import SampleBatch
 from mbpl_ros.core.synthetic import collect, random_linear_system
-from mbpl_ros.core.trajopt import QuadraticCost, StackedControllers, optimize_trajectories
+from mbpl_ros.core.trajopt import (
+    QuadraticCost,
+    StackedControllers,
+    StackedDynamics,
+    optimize_trajectories,
+)
 from mbpl_ros.gps.algorithm import (
     BADMM,
     MDGPS,
     GPSConfig,
     Observations,
     augment_with_policy,
+    closed_loop_spread,
     policy_action_reference,
     sample_policy_kl,
 )
@@ -334,3 +340,46 @@ def test_badmm_c_step_stays_in_cost_units_where_the_fitted_closed_loop_is_unstab
     assert actions.eta[0] < 1e3
     assert np.all(np.isfinite(actions.controllers[0].k))
     assert not np.allclose(actions.controllers[0].k, prev.k)
+
+
+def _scalar_chain(gain: float, horizon: int = 15, a: float = 1.1, b: float = 0.5,
+                  action_var: float = 0.04, noise_var: float = 0.01, x0_var: float = 0.2):
+    """x' = a x + b u + w, u = gain x + e, as stacked controller and dynamics, plus the closed-form
+    state variances s_{t+1} = (a + b gain)^2 s_t + b^2 action_var + noise_var."""
+    ctrl = LinearGaussianController(np.full((horizon, 1, 1), gain), np.zeros((horizon, 1)),
+                                    np.full((horizon, 1, 1), action_var))
+    dyn = LinearGaussianDynamics(np.tile([[[a, b]]], (horizon - 1, 1, 1)),
+                                 np.zeros((horizon - 1, 1)),
+                                 np.full((horizon - 1, 1, 1), noise_var), np.zeros(1),
+                                 np.full((1, 1), x0_var))
+    s = np.empty(horizon)
+    s[0] = x0_var
+    with np.errstate(over="ignore"):
+        for t in range(horizon - 1):
+            s[t + 1] = np.float64(a + b * gain) ** 2 * s[t] + b * b * action_var + noise_var
+    return ctrl, dyn, s
+
+
+def test_closed_loop_spread_matches_the_variance_recursion():
+    for gain in (-1.8, 0.0, 2.0):
+        ctrl, dyn, s = _scalar_chain(gain)
+        spread = closed_loop_spread(StackedControllers.of([ctrl]), StackedDynamics.of([dyn]))
+        np.testing.assert_allclose(spread, [s.max()], rtol=1e-10)
+    ctrl, dyn, _ = _scalar_chain(1e200)  # overflows: reported as diverged, without warnings
+    assert closed_loop_spread(StackedControllers.of([ctrl]), StackedDynamics.of([dyn]))[0] == \
+        np.inf
+
+
+def test_mdgps_steps_around_the_controller_where_the_policy_linearisation_diverges():
+    """Per condition: pi_hat is the trust-region reference while its closed loop under the fitted
+    model spreads like the controller's; where it spreads beyond max_reference_spread times that
+    (gain 2.0: |a + b K| = 2.1, ~1e9 after 15 steps) the condition's own controller is."""
+    stable, dyn, _ = _scalar_chain(-1.8)
+    lin_close, _, _ = _scalar_chain(-1.6)
+    lin_diverging, _, s = _scalar_chain(2.0)
+    policy = make_policy(ObservationSpec(("x",), (0,), ("u",)), 1, hidden=(4,))
+    algo = MDGPS(GPSConfig(max_reference_spread=100.0), 1, 1, 15, [stable, stable], policy)
+    reference = algo._trust_region_reference([lin_close, lin_diverging], [dyn, dyn])
+    assert reference[0] is lin_close and reference[1] is stable
+    assert algo._own_reference.tolist() == [False, True]
+    assert s.max() > 1e8

@@ -15,7 +15,10 @@ how the C-step is tied to the policy:
   GMM policy prior) instead of the previous controller. The core's ``optimize_trajectories``
   takes the reference controllers as its first argument, so no core change is needed: the
   reference per condition is pi_hat. The step size adapts like LQR-FLM's, from the expected cost
-  of pi_hat before and after (the policy is what must improve).
+  of pi_hat before and after (the policy is what must improve). Where pi_hat's closed loop under
+  the fitted dynamics diverges (``GPSConfig.max_reference_spread``) neither the KL to it nor its
+  expected cost means anything: that condition takes an LQR-FLM step around its own controller
+  and keeps its step multiplier.
 - :class:`BADMM`: the C-step keeps the KL trust region against the previous controller, with the
   cost augmented by nu_t (-log pi_bar(u|x)) + lambda_t^T (u - mu_bar_t(x))
   (:func:`augment_with_policy`) and each step tempered at eta + nu_t (the entropy half of
@@ -54,6 +57,7 @@ from mbpl_ros.core.trajopt import (
     StackedDynamics,
     estimate_cost,
     kl_penalty,
+    marginals,
     optimize_trajectories,
     quadratic_cost_from_samples,
     step_multiplier,
@@ -106,19 +110,28 @@ class GPSConfig:
     """BADMM: floor of nu_t."""
     max_policy_weight: float = 1e4
     """BADMM: ceiling of nu_t."""
+    max_reference_spread: float = 100.0
+    """MDGPS: largest ratio of the policy linearisation's closed-loop state spread to the sampling
+    controller's, both under the fitted dynamics (:func:`closed_loop_spread`), for which pi_hat
+    is the C-step's reference. Above it the fitted model plus pi_hat diverges (on peg: spreads
+    1e6-1e10 against the controllers' 1e2-1e4, the samples' 5-200), the KL to pi_hat is
+    dominated by those marginals, eta hits its ceiling and the condition stops improving for
+    the rest of the run; the condition then steps around its own controller, as LQR-FLM does."""
 
     def __post_init__(self) -> None:
         if self.init_policy_weight <= 0 or not 0 <= self.policy_dual_rate <= 2 or \
                 self.policy_weight_factor <= 1 or not self.policy_kl_schedule or \
                 min(self.policy_kl_schedule) <= 0 or \
-                not 0 < self.min_policy_weight <= self.max_policy_weight:
+                not 0 < self.min_policy_weight <= self.max_policy_weight or \
+                not self.max_reference_spread > 1:
             raise ValueError(
                 "GPSConfig: expected init_policy_weight > 0, 0 <= policy_dual_rate <= 2, "
                 "policy_weight_factor > 1, a non-empty positive policy_kl_schedule and "
-                "0 < min_policy_weight <= max_policy_weight, found "
+                "0 < min_policy_weight <= max_policy_weight, max_reference_spread > 1, found "
                 f"{self.init_policy_weight}, {self.policy_dual_rate}, "
                 f"{self.policy_weight_factor}, {self.policy_kl_schedule}, "
-                f"{self.min_policy_weight}, {self.max_policy_weight}")
+                f"{self.min_policy_weight}, {self.max_policy_weight}, "
+                f"{self.max_reference_spread}")
 
 
 @dataclass(frozen=True)
@@ -157,6 +170,9 @@ class GPSIterationReport:
     predicted_improvement: tuple[float, ...]
     actual_improvement: tuple[float, ...]
     warnings: tuple[str, ...] = ()
+    own_reference: tuple[bool, ...] = ()
+    """MDGPS: conditions whose C-step was taken around their own controller (pi_hat diverges
+    under the fitted model); their step multiplier was held."""
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
@@ -172,6 +188,8 @@ class _Models:
     new: StackedControllers
     dynamics: StackedDynamics
     cost: QuadraticCost
+    own_reference: np.ndarray
+    """(M,) bool: the reference was the condition's own controller, not pi_hat."""
 
 
 def controller_targets(controller: LinearGaussianController, X: np.ndarray,
@@ -221,6 +239,8 @@ class _GPS:
         self._eta = np.full(M, config.lqr.initial_eta)
         self._step_mult = np.full(M, config.lqr.initial_step_mult)
         self._iteration = 0
+        self._own_reference = np.zeros(M, dtype=bool)
+        self._notes: list[str] = []
         self._previous: _Models | None = None
         self._kept: dict[int, tuple[np.ndarray, Observations]] = {}
         self.linearizations: list[LinearGaussianController] | None = None
@@ -367,9 +387,13 @@ class _GPS:
         before = estimate_cost(prev.reference, prev.dynamics, prev.cost)
         predicted = before - estimate_cost(prev.new, prev.dynamics, prev.cost)
         actual = before - estimate_cost(reference, dyn, quad)
-        self._step_mult = step_multiplier(predicted, actual, self._step_mult,
-                                          self.config.lqr.min_step_mult,
-                                          self.config.lqr.max_step_mult)
+        adjusted = step_multiplier(predicted, actual, self._step_mult,
+                                   self.config.lqr.min_step_mult, self.config.lqr.max_step_mult)
+        # The estimates compare pi_hat before and after; where either was not the reference its
+        # model marginals diverge and the comparison is noise.
+        hold = prev.own_reference | self._own_reference
+        self._step_mult = np.where(hold, self._step_mult, adjusted)
+        predicted[hold] = actual[hold] = np.nan
         return predicted, actual
 
     # -- one iteration; the variants differ only in the hooks below ------------------------
@@ -390,7 +414,7 @@ class _GPS:
             lins = self._linearize(batches, observations)
             self._before_c_step(batches, observations, lins, dynamics)
             fit_done = time.perf_counter()
-            reference = self._trust_region_reference(lins)
+            reference = self._trust_region_reference(lins, dynamics)
             ref = StackedControllers.of(reference)
             dyn = StackedDynamics.of(dynamics)
             predicted, actual = self._step_adjust(ref, dyn, quad)
@@ -404,7 +428,8 @@ class _GPS:
             after = self._linearize_current(batches, observations)
             pkl = policy_kl(result.controllers, after, dynamics).sum(axis=-1)
             end = time.perf_counter()
-        self._previous = _Models(ref, StackedControllers.of(result.controllers), dyn, quad)
+        self._previous = _Models(ref, StackedControllers.of(result.controllers), dyn, quad,
+                                 self._own_reference.copy())
         self._controllers = result.controllers
         self._eta = result.eta.copy()
         self.linearizations = after
@@ -414,7 +439,8 @@ class _GPS:
             tuple(map(float, mean_cost)), tuple(map(float, result.kl)), tuple(map(float, eps)),
             tuple(map(float, self._step_mult)), tuple(map(float, result.eta)),
             tuple(map(float, pkl)), upd.loss_before, upd.loss_after,
-            tuple(map(float, predicted)), tuple(map(float, actual)), tuple(result.warnings))
+            tuple(map(float, predicted)), tuple(map(float, actual)),
+            tuple(result.warnings) + tuple(self._notes), tuple(map(bool, self._own_reference)))
         self._iteration += 1
         return report
 
@@ -424,9 +450,11 @@ class _GPS:
                        dynamics: list[LinearGaussianDynamics]) -> None:
         """Variant hook after the policy linearisation (BADMM: the dual step)."""
 
-    def _trust_region_reference(self, lins: list[LinearGaussianController]
+    def _trust_region_reference(self, lins: list[LinearGaussianController],
+                                dynamics: list[LinearGaussianDynamics]
                                 ) -> list[LinearGaussianController]:
-        """The controllers the C-step's KL trust region is taken around."""
+        """The controllers the C-step's KL trust region is taken around (sets
+        ``_own_reference``)."""
         raise NotImplementedError
 
     def _c_step_cost(self, quad: QuadraticCost, lins: list[LinearGaussianController]
@@ -473,6 +501,16 @@ def anchor_to_samples(drawn: np.ndarray, X: np.ndarray) -> np.ndarray:
     return X.mean(axis=0) + deviation * scale[:, None]
 
 
+def closed_loop_spread(controllers: StackedControllers, dynamics: StackedDynamics) -> np.ndarray:
+    """(M,) largest trace over the horizon of the state covariance of the controllers' closed
+    loop under the dynamics (inf where it overflows)."""
+    dX = dynamics.Fm.shape[-2]
+    with np.errstate(over="ignore", invalid="ignore"):
+        _, sigma = marginals(controllers, dynamics)
+        spread = np.trace(sigma[..., :dX, :dX], axis1=-2, axis2=-1).max(axis=-1)
+    return np.where(np.isfinite(spread), spread, np.inf)
+
+
 def policy_kl(controllers: Sequence[LinearGaussianController],
               reference: Sequence[LinearGaussianController],
               dynamics: Sequence[LinearGaussianDynamics]) -> np.ndarray:
@@ -514,9 +552,19 @@ class MDGPS(_GPS):
     def samples_from_policy(self) -> bool:
         return self.config.sample_on_policy and self._iteration > 0
 
-    def _trust_region_reference(self, lins: list[LinearGaussianController]
+    def _trust_region_reference(self, lins: list[LinearGaussianController],
+                                dynamics: list[LinearGaussianDynamics]
                                 ) -> list[LinearGaussianController]:
-        return lins
+        dyn = StackedDynamics.of(dynamics)
+        ratio = (closed_loop_spread(StackedControllers.of(lins), dyn)
+                 / closed_loop_spread(StackedControllers.of(self._controllers), dyn))
+        self._own_reference = ~(ratio <= self.config.max_reference_spread)  # NaN: diverged too
+        self._notes = [f"condition {m}: the policy linearisation's closed loop under the fitted "
+                       f"dynamics spreads {ratio[m]:.3g}x the controller's; C-step around the "
+                       f"controller, step multiplier held"
+                       for m in np.flatnonzero(self._own_reference)]
+        return [c if own else lin for c, lin, own in
+                zip(self._controllers, lins, self._own_reference, strict=True)]
 
 
 def augment_with_policy(quad: QuadraticCost, reference: StackedControllers, nu: np.ndarray,
@@ -637,7 +685,8 @@ class BADMM(_GPS):
         self._coupling = policy_action_reference(self._controllers, batches, pol_mu,
                                                  self.policy.covar)
 
-    def _trust_region_reference(self, lins: list[LinearGaussianController]
+    def _trust_region_reference(self, lins: list[LinearGaussianController],
+                                dynamics: list[LinearGaussianDynamics]
                                 ) -> list[LinearGaussianController]:
         return self._controllers
 
