@@ -33,6 +33,9 @@ def test_reach_training_lowers_cost_and_writes_the_run(tmp_path):
         assert [c["condition"] for c in record["conditions"]] == [0, 1]
         for c in record["conditions"]:
             assert c["final_distance"] >= 0 and isinstance(c["success"], bool)
+    # The step adjustment's estimates: none before there is a previous iteration to compare.
+    assert all(c["predicted_improvement"] is None for c in its[0]["conditions"])
+    assert all(isinstance(c["actual_improvement"], float) for c in its[1]["conditions"])
     # The noiseless controller after the last update beats the initial hold-x0 controller's
     # noisy samples and gets the tip closer than it started.
     assert its[-1]["eval_cost"] < its[0]["mean_cost"]

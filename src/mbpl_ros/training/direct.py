@@ -182,12 +182,19 @@ def iteration_record(iteration: int, report: IterationReport, evaluation: list[E
         "conditions": [{"condition": m, "final_distance": e.final_distance,
                         "success": e.success, "eval_cost": e.cost,
                         "sample_cost": report.mean_cost[m], "kl": report.kl[m],
-                        "step_mult": report.step_mult[m], "eta": report.eta[m]}
+                        "step_mult": report.step_mult[m], "eta": report.eta[m],
+                        "predicted_improvement": _finite_or_none(report.predicted_improvement[m]),
+                        "actual_improvement": _finite_or_none(report.actual_improvement[m])}
                        for m, e in enumerate(evaluation)],
         "test_success_rate": None,
         "warnings": list(report.warnings),
         **extra,
     }
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: the step adjustment's estimates are NaN where there were none."""
+    return float(value) if np.isfinite(value) else None
 
 
 def status_line(record: dict) -> str:
