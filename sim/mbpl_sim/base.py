@@ -47,6 +47,9 @@ class SimConfig:
             images need it: the reach target (2 cm sphere) covers about one pixel of a 32x32
             image and PyBullet's TinyRenderer, which has no anti-aliasing, drops it or not
             depending on where it falls; averaged, it is a faint blob that moves smoothly.
+        camera_eye, camera_look_at: a fixed world camera at ``camera_eye`` (3,) looking at
+            ``camera_look_at`` (3,) (default :data:`DEFAULT_CAMERA_LOOK_AT`), used instead of
+            ``camera_frame`` when given (None: the URDF's camera frame or the fallback).
         table: add a table top (a plane at z = 0) that the arm and the task objects rest on.
         contact_friction: Coulomb friction coefficient of every contact (0.5: dry metal on
             metal). Set per engine so that the *combined* coefficient is this in both: MuJoCo
@@ -61,6 +64,8 @@ class SimConfig:
     camera_near: float = 0.05
     camera_far: float = 5.0
     camera_supersample: int = 1
+    camera_eye: tuple[float, float, float] | None = None
+    camera_look_at: tuple[float, float, float] | None = None
     table: bool = True
     contact_friction: float = 0.5
 
@@ -74,10 +79,27 @@ class SimConfig:
         if not 0 < self.camera_near < self.camera_far:
             raise ValueError("camera clipping: expected 0 < near < far, found "
                              f"{self.camera_near}, {self.camera_far}")
+        for name in ("camera_eye", "camera_look_at"):
+            value = getattr(self, name)
+            if value is not None and (np.shape(value) != (3,)
+                                      or not np.all(np.isfinite(value))):
+                raise ValueError(f"{name}: expected 3 finite coordinates, found {value!r}")
+        if self.camera_look_at is not None and self.camera_eye is None:
+            raise ValueError("camera_look_at: needs camera_eye")
+        if self.camera_eye is not None and np.allclose(self.camera_eye, self.fixed_camera()[1]):
+            raise ValueError("camera_eye: expected a point other than camera_look_at")
         if int(self.camera_supersample) != self.camera_supersample or \
                 not 1 <= self.camera_supersample <= 8:
             raise ValueError(f"camera_supersample: expected an integer in [1, 8], found "
                              f"{self.camera_supersample}")
+
+
+    def fixed_camera(self) -> tuple[np.ndarray, np.ndarray]:
+        """(eye, look_at) of the world-fixed camera: ``camera_eye``/``camera_look_at`` when
+        given, else the fallback :data:`DEFAULT_CAMERA_EYE`/:data:`DEFAULT_CAMERA_LOOK_AT`."""
+        eye = DEFAULT_CAMERA_EYE if self.camera_eye is None else self.camera_eye
+        look = DEFAULT_CAMERA_LOOK_AT if self.camera_look_at is None else self.camera_look_at
+        return np.array(eye, dtype=float), np.array(look, dtype=float)
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,6 @@ import mujoco  # noqa: E402  (MUJOCO_GL must be set before the import)
 import numpy as np  # noqa: E402
 
 from mbpl_sim.base import (  # noqa: E402
-    DEFAULT_CAMERA_EYE,
-    DEFAULT_CAMERA_LOOK_AT,
     ArmSim,
     EngineJoints,
     SimConfig,
@@ -241,14 +239,15 @@ def _add_scene(spec: mujoco.MjSpec, task: TaskSpec, config: SimConfig) -> None:
 
 def _add_camera(spec: mujoco.MjSpec, config: SimConfig, body_names: set[str]) -> None:
     """Camera on the URDF camera frame, or at the fallback pose in the world."""
-    if config.camera_frame in body_names:
+    if config.camera_eye is None and config.camera_frame in body_names:
         spec.body(config.camera_frame).add_camera(
             name=_CAMERA_NAME, pos=[0, 0, 0], quat=_OPTICAL_TO_MUJOCO_CAMERA,
             fovy=config.camera_fovy_deg)
         return
-    rotation = look_at_rotation(DEFAULT_CAMERA_EYE, DEFAULT_CAMERA_LOOK_AT)
+    eye, look_at = config.fixed_camera()
+    rotation = look_at_rotation(eye, look_at)
     camera_axes = rotation @ np.diag([1.0, -1.0, -1.0])  # optical -> MuJoCo camera axes
     quat = np.empty(4)
     mujoco.mju_mat2Quat(quat, camera_axes.reshape(-1))
-    spec.worldbody.add_camera(name=_CAMERA_NAME, pos=DEFAULT_CAMERA_EYE, quat=quat,
+    spec.worldbody.add_camera(name=_CAMERA_NAME, pos=eye, quat=quat,
                               fovy=config.camera_fovy_deg)

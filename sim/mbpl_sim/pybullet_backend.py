@@ -24,8 +24,6 @@ import pybullet
 from pybullet_utils.bullet_client import BulletClient
 
 from mbpl_sim.base import (
-    DEFAULT_CAMERA_EYE,
-    DEFAULT_CAMERA_LOOK_AT,
     ArmSim,
     EngineJoints,
     SimConfig,
@@ -175,9 +173,9 @@ class PybulletSim(ArmSim):
         return self._link_pose(self._ee_link)
 
     def _render(self, width: int, height: int) -> np.ndarray:
-        if self._camera_link is None:
-            eye = DEFAULT_CAMERA_EYE
-            rotation = look_at_rotation(DEFAULT_CAMERA_EYE, DEFAULT_CAMERA_LOOK_AT)
+        if self._camera_link is None or self.config.camera_eye is not None:
+            eye, look_at = self.config.fixed_camera()
+            rotation = look_at_rotation(eye, look_at)
         else:
             eye, rotation = self._link_pose(self._camera_link)
         # Optical frame: +z forward, +y down, so the image's up is -y.

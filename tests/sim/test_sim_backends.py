@@ -173,3 +173,42 @@ def test_factory_errors_and_close(backend):
     sim.close()
     with pytest.raises(SimError, match="closed"):
         sim.step(np.zeros(7))
+
+
+@pytest.mark.parametrize("backend", ["mujoco", "pybullet"])
+def test_a_world_camera_pose_overrides_the_urdf_camera(backend):
+    """camera_eye / camera_look_at: the reach target placed on the optical axis (at look_at)
+    appears at the image centre, and one placed 0.1 m to the camera's right (horizontal
+    distance d from the eye) right of it by f 0.1 / d pixels (pinhole model, f = (H / 2) /
+    tan(fovy / 2)); the URDF camera sees the scene elsewhere."""
+    eye, look = (0.5, -1.0, 0.45), (0.5, 0.0, 0.15)
+    size, fovy = 64, 35.0
+    focal = (size / 2) / np.tan(np.radians(fovy) / 2)
+
+    def red_centroid(image):
+        img = image.astype(float)
+        mask = (img[..., 0] > 120) & (img[..., 1] < 0.5 * img[..., 0]) & (
+            img[..., 2] < 0.5 * img[..., 0])
+        rows, cols = np.nonzero(mask)
+        assert len(rows) > 0, "target not in the image"
+        return cols.mean() + 0.5, rows.mean() + 0.5  # pixel centres, x right, y down
+
+    with make_sim(backend, task="reach", camera_eye=eye, camera_look_at=look,
+                  camera_fovy_deg=fovy) as sim, make_sim(backend, task="reach",
+                                                         camera_fovy_deg=fovy) as urdf_cam:
+        q_away = np.zeros(sim.description.n_joints)  # arm upright, out of the way
+        for target, expected_x in (((0.5, 0.0, 0.15), size / 2),
+                                   ((0.6, 0.0, 0.15), size / 2 + focal * 0.1 / np.hypot(1.0, 0.3))):
+            condition = Condition(q_away, np.array(target))
+            sim.reset(condition)
+            x, y = red_centroid(sim.render(size, size))
+            assert x == pytest.approx(expected_x, abs=1.0)
+            # A sideways offset leaves the row at the centre.
+            assert y == pytest.approx(size / 2, abs=1.5)
+        urdf_cam.reset(Condition(q_away, np.array((0.5, 0.0, 0.15))))
+        assert np.abs(urdf_cam.render(size, size).astype(float)
+                      - sim.render(size, size).astype(float)).mean() > 5.0
+    with pytest.raises(ValueError, match="camera_eye"):
+        make_sim(backend, task="reach", camera_eye=(0.5, 0.0, 0.15), camera_look_at=look)
+    with pytest.raises(ValueError, match="camera_look_at"):
+        make_sim(backend, task="reach", camera_look_at=look)
