@@ -27,7 +27,6 @@ from mbpl_ros.gps.algorithm import (
     closed_loop_spread,
     policy_action_reference,
     sample_policy_kl,
-    sample_spread,
 )
 from mbpl_ros.gps.linearize import PolicyPriorConfig, PolicyPriorGMM, linearize_policy
 from mbpl_ros.gps.policy import Normalizer, ObservationSpec, make_policy
@@ -373,23 +372,14 @@ def test_closed_loop_spread_matches_the_variance_recursion():
 
 def test_mdgps_steps_around_the_controller_where_the_policy_linearisation_diverges():
     """Per condition: pi_hat is the trust-region reference while its closed loop under the fitted
-    model spreads like the samples; where it spreads beyond max_reference_spread times their
-    spread (gain 2.0: |a + b K| = 2.1, ~1e9 after 15 steps) the condition's own controller is.
-    The step multiplier is held wherever either closed loop diverges."""
-    stable, dyn, s_stable = _scalar_chain(-1.8)
+    model spreads like the controller's; where it spreads beyond max_reference_spread times that
+    (gain 2.0: |a + b K| = 2.1, ~1e9 after 15 steps) the condition's own controller is."""
+    stable, dyn, _ = _scalar_chain(-1.8)
     lin_close, _, _ = _scalar_chain(-1.6)
     lin_diverging, _, s = _scalar_chain(2.0)
     policy = make_policy(ObservationSpec(("x",), (0,), ("u",)), 1, hidden=(4,))
-    rng = np.random.default_rng(3)
-    # Samples spread like the stable closed loop's marginals (its variance at every step).
-    X = rng.standard_normal((2000, 15, 1)) * np.sqrt(s_stable)[None, :, None]
-    batch = SampleBatch(X, np.zeros((2000, 15, 1)))
-    assert sample_spread(X) == pytest.approx(s_stable.max(), rel=0.1)
-    algo = MDGPS(GPSConfig(max_reference_spread=1000.0), 1, 1, 15,
-                 [stable, stable, lin_diverging], policy)
-    reference = algo._trust_region_reference([lin_close, lin_diverging, lin_close],
-                                             [dyn, dyn, dyn], [batch, batch, batch])
-    assert reference[0] is lin_close and reference[1] is stable and reference[2] is lin_close
-    assert algo._own_reference.tolist() == [False, True, False]
-    assert algo._unreliable.tolist() == [False, True, True]
+    algo = MDGPS(GPSConfig(max_reference_spread=100.0), 1, 1, 15, [stable, stable], policy)
+    reference = algo._trust_region_reference([lin_close, lin_diverging], [dyn, dyn])
+    assert reference[0] is lin_close and reference[1] is stable
+    assert algo._own_reference.tolist() == [False, True]
     assert s.max() > 1e8

@@ -16,9 +16,9 @@ how the C-step is tied to the policy:
   takes the reference controllers as its first argument, so no core change is needed: the
   reference per condition is pi_hat. The step size adapts like LQR-FLM's, from the expected cost
   of pi_hat before and after (the policy is what must improve). Where pi_hat's closed loop under
-  the fitted dynamics diverges far beyond the samples' spread (``GPSConfig.max_reference_spread``)
-  neither the KL to it nor its expected cost means anything: that condition takes an LQR-FLM step
-  around its own controller and keeps its step multiplier.
+  the fitted dynamics diverges (``GPSConfig.max_reference_spread``) neither the KL to it nor its
+  expected cost means anything: that condition takes an LQR-FLM step around its own controller
+  and keeps its step multiplier.
 - :class:`BADMM`: the C-step keeps the KL trust region against the previous controller, with the
   cost augmented by nu_t (-log pi_bar(u|x)) + lambda_t^T (u - mu_bar_t(x))
   (:func:`augment_with_policy`) and each step tempered at eta + nu_t (the entropy half of
@@ -110,15 +110,13 @@ class GPSConfig:
     """BADMM: floor of nu_t."""
     max_policy_weight: float = 1e4
     """BADMM: ceiling of nu_t."""
-    max_reference_spread: float = 1000.0
-    """MDGPS: largest ratio of a closed loop's state spread under the fitted dynamics
-    (:func:`closed_loop_spread`) to the spread of the condition's samples for which the model's
-    predictions about it are used. Above it for pi_hat, the KL to pi_hat is dominated by
-    diverging marginals, eta hits its ceiling and the condition stops improving for the rest of
-    the run: the condition steps around its own controller instead, as LQR-FLM does. Above it
-    for pi_hat or the controller, the step adjustment's expected costs are noise and the step
-    multiplier is held. On peg, closed loops that follow the samples spread 0.1-200 times the
-    samples' spread, diverging ones 2e3-1e15 times."""
+    max_reference_spread: float = 100.0
+    """MDGPS: largest ratio of the policy linearisation's closed-loop state spread to the sampling
+    controller's, both under the fitted dynamics (:func:`closed_loop_spread`), for which pi_hat
+    is the C-step's reference. Above it the fitted model plus pi_hat diverges (on peg: spreads
+    1e6-1e10 against the controllers' 1e2-1e4, the samples' 5-200), the KL to pi_hat is
+    dominated by those marginals, eta hits its ceiling and the condition stops improving for
+    the rest of the run; the condition then steps around its own controller, as LQR-FLM does."""
 
     def __post_init__(self) -> None:
         if self.init_policy_weight <= 0 or not 0 <= self.policy_dual_rate <= 2 or \
@@ -174,7 +172,7 @@ class GPSIterationReport:
     warnings: tuple[str, ...] = ()
     own_reference: tuple[bool, ...] = ()
     """MDGPS: conditions whose C-step was taken around their own controller (pi_hat diverges
-    under the fitted model)."""
+    under the fitted model); their step multiplier was held."""
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
@@ -190,8 +188,8 @@ class _Models:
     new: StackedControllers
     dynamics: StackedDynamics
     cost: QuadraticCost
-    unreliable: np.ndarray
-    """(M,) bool: the model's closed loops diverged; no step adjustment from this iteration."""
+    own_reference: np.ndarray
+    """(M,) bool: the reference was the condition's own controller, not pi_hat."""
 
 
 def controller_targets(controller: LinearGaussianController, X: np.ndarray,
@@ -242,7 +240,6 @@ class _GPS:
         self._step_mult = np.full(M, config.lqr.initial_step_mult)
         self._iteration = 0
         self._own_reference = np.zeros(M, dtype=bool)
-        self._unreliable = np.zeros(M, dtype=bool)
         self._notes: list[str] = []
         self._previous: _Models | None = None
         self._kept: dict[int, tuple[np.ndarray, Observations]] = {}
@@ -392,7 +389,9 @@ class _GPS:
         actual = before - estimate_cost(reference, dyn, quad)
         adjusted = step_multiplier(predicted, actual, self._step_mult,
                                    self.config.lqr.min_step_mult, self.config.lqr.max_step_mult)
-        hold = prev.unreliable | self._unreliable
+        # The estimates compare pi_hat before and after; where either was not the reference its
+        # model marginals diverge and the comparison is noise.
+        hold = prev.own_reference | self._own_reference
         self._step_mult = np.where(hold, self._step_mult, adjusted)
         predicted[hold] = actual[hold] = np.nan
         return predicted, actual
@@ -415,7 +414,7 @@ class _GPS:
             lins = self._linearize(batches, observations)
             self._before_c_step(batches, observations, lins, dynamics)
             fit_done = time.perf_counter()
-            reference = self._trust_region_reference(lins, dynamics, batches)
+            reference = self._trust_region_reference(lins, dynamics)
             ref = StackedControllers.of(reference)
             dyn = StackedDynamics.of(dynamics)
             predicted, actual = self._step_adjust(ref, dyn, quad)
@@ -430,7 +429,7 @@ class _GPS:
             pkl = policy_kl(result.controllers, after, dynamics).sum(axis=-1)
             end = time.perf_counter()
         self._previous = _Models(ref, StackedControllers.of(result.controllers), dyn, quad,
-                                 self._unreliable.copy())
+                                 self._own_reference.copy())
         self._controllers = result.controllers
         self._eta = result.eta.copy()
         self.linearizations = after
@@ -452,11 +451,10 @@ class _GPS:
         """Variant hook after the policy linearisation (BADMM: the dual step)."""
 
     def _trust_region_reference(self, lins: list[LinearGaussianController],
-                                dynamics: list[LinearGaussianDynamics],
-                                batches: Sequence[SampleBatch]
+                                dynamics: list[LinearGaussianDynamics]
                                 ) -> list[LinearGaussianController]:
-        """The controllers the C-step's KL trust region is taken around (MDGPS also sets
-        ``_own_reference`` and ``_unreliable``)."""
+        """The controllers the C-step's KL trust region is taken around (sets
+        ``_own_reference``)."""
         raise NotImplementedError
 
     def _c_step_cost(self, quad: QuadraticCost, lins: list[LinearGaussianController]
@@ -513,12 +511,6 @@ def closed_loop_spread(controllers: StackedControllers, dynamics: StackedDynamic
     return np.where(np.isfinite(spread), spread, np.inf)
 
 
-def sample_spread(X: np.ndarray) -> float:
-    """Largest trace over the horizon of the state covariance of samples X (N, T, dX) (floored
-    so that identical samples do not divide by zero)."""
-    return max(float(np.var(X, axis=0).sum(axis=-1).max()), 1e-12)
-
-
 def policy_kl(controllers: Sequence[LinearGaussianController],
               reference: Sequence[LinearGaussianController],
               dynamics: Sequence[LinearGaussianDynamics]) -> np.ndarray:
@@ -561,22 +553,16 @@ class MDGPS(_GPS):
         return self.config.sample_on_policy and self._iteration > 0
 
     def _trust_region_reference(self, lins: list[LinearGaussianController],
-                                dynamics: list[LinearGaussianDynamics],
-                                batches: Sequence[SampleBatch]
+                                dynamics: list[LinearGaussianDynamics]
                                 ) -> list[LinearGaussianController]:
         dyn = StackedDynamics.of(dynamics)
-        observed = np.array([sample_spread(b.X) for b in batches])
-        lin = closed_loop_spread(StackedControllers.of(lins), dyn) / observed
-        own = closed_loop_spread(StackedControllers.of(self._controllers), dyn) / observed
-        limit = self.config.max_reference_spread
-        self._own_reference = ~(lin <= limit)
-        self._unreliable = self._own_reference | ~(own <= limit)
-        self._notes = [f"condition {m}: under the fitted dynamics the closed loops of the policy "
-                       f"linearisation and the controller spread {lin[m]:.3g}x and {own[m]:.3g}x "
-                       f"the samples; "
-                       + ("C-step around the controller, " if self._own_reference[m] else "")
-                       + "step multiplier held"
-                       for m in np.flatnonzero(self._unreliable)]
+        ratio = (closed_loop_spread(StackedControllers.of(lins), dyn)
+                 / closed_loop_spread(StackedControllers.of(self._controllers), dyn))
+        self._own_reference = ~(ratio <= self.config.max_reference_spread)  # NaN: diverged too
+        self._notes = [f"condition {m}: the policy linearisation's closed loop under the fitted "
+                       f"dynamics spreads {ratio[m]:.3g}x the controller's; C-step around the "
+                       f"controller, step multiplier held"
+                       for m in np.flatnonzero(self._own_reference)]
         return [c if own else lin for c, lin, own in
                 zip(self._controllers, lins, self._own_reference, strict=True)]
 
@@ -700,8 +686,7 @@ class BADMM(_GPS):
                                                  self.policy.covar)
 
     def _trust_region_reference(self, lins: list[LinearGaussianController],
-                                dynamics: list[LinearGaussianDynamics],
-                                batches: Sequence[SampleBatch]
+                                dynamics: list[LinearGaussianDynamics]
                                 ) -> list[LinearGaussianController]:
         return self._controllers
 
