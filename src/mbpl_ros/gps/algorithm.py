@@ -114,7 +114,7 @@ class GPSConfig:
     """MDGPS: largest ratio of the policy linearisation's closed-loop state spread to the sampling
     controller's, both under the fitted dynamics (:func:`closed_loop_spread`), for which pi_hat
     is the C-step's reference. Above it the fitted model plus pi_hat diverges (on peg: spreads
-    1e6-1e10 against the controllers' 1e2-1e4, the samples' 5-200), the KL to pi_hat is
+    1e6-1e16 against the controllers' 1e2-1e4, the samples' 5-7,000), the KL to pi_hat is
     dominated by those marginals, eta hits its ceiling and the condition stops improving for
     the rest of the run; the condition then steps around its own controller, as LQR-FLM does."""
 
