@@ -228,3 +228,10 @@ def test_decode_rgb_reads_the_image_fields_and_refuses_what_it_cannot():
         decode_rgb(3, 4, "mono8", 4, bytes(12))
     with pytest.raises(FrameError, match="expected 36 B"):
         decode_rgb(3, 4, "rgb8", 12, bytes(30))
+
+
+def test_a_policy_trained_with_a_world_camera_pose_is_refused(tmp_path):
+    visuomotor_file(tmp_path / "vm.pt", camera_fovy_deg=35.0, camera_supersample=2,
+                    camera_eye=[1.3, 0.0, 0.45], camera_look_at=[0.5, 0.0, 0.15])
+    with pytest.raises(PolicyLoadError, match="world camera"):
+        load_trial_policy(tmp_path / "vm.pt", JOINTS, LAYOUT.names())

@@ -70,3 +70,23 @@ def test_visuomotor_run_writes_a_policy_the_executor_can_check_its_camera_agains
     camera, source = recorded_camera(out / "policy.pt", extra, (16, 16))
     assert source == "the policy file's metadata"
     assert camera is not None and np.isclose(camera.fovy_deg, 40.0) and camera.supersample == 2
+
+
+def test_a_visuomotor_run_with_a_world_camera_records_its_pose(tmp_path):
+    import torch
+
+    from mbpl_ros.training.config import TrainConfig
+    from mbpl_ros.training.gps_loop import GPSSettings, train
+
+    out = tmp_path / "run"
+    config = TrainConfig(task="reach", algorithm="mdgps", conditions=2, samples=2, iterations=1,
+                         horizon=4, out=out, progress=False)
+    settings = GPSSettings(policy="visuomotor", image_size=(16, 16), channels=4,
+                           pretrain_images=20, pretrain_steps=5, policy_steps=2,
+                           first_policy_steps=2, camera_eye=(1.3, 0.0, 0.45),
+                           camera_look_at=(0.5, 0.0, 0.15))
+    summary = train(config, settings)
+    assert summary["gps"]["camera_eye"] == [1.3, 0.0, 0.45]
+    extra = torch.load(out / "policy.pt", weights_only=True)["extra"]
+    assert extra["camera_eye"] == [1.3, 0.0, 0.45]
+    assert extra["camera_look_at"] == [0.5, 0.0, 0.15]

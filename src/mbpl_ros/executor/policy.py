@@ -173,6 +173,13 @@ def recorded_camera(path: str | Path, extra: dict, image_size: tuple[int, int]) 
     """
     fovy, supersample, source = extra.get("camera_fovy_deg"), extra.get("camera_supersample"), \
         "the policy file's metadata"
+    if extra.get("camera_eye") is not None:
+        # A world camera pose (gps_loop GPSSettings.camera_eye) instead of the URDF's camera
+        # frame: the camera model here has no pose to compare with the bridge's camera.
+        raise PolicyLoadError(
+            f"policy file {path} was trained with a world camera at {extra['camera_eye']} "
+            f"looking at {extra.get('camera_look_at')}, not the URDF's camera frame; this "
+            "executor cannot check that its camera is placed so")
     if fovy is None:
         summary = Path(path).with_name("summary.json")
         try:

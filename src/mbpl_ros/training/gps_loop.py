@@ -87,6 +87,10 @@ class GPSSettings:
     camera_supersample: int = 2
     """Visuomotor: images rendered this many times larger and block-averaged (anti-aliasing;
     PyBullet's renderer has none and loses the target at 32x32 otherwise)."""
+    camera_eye: tuple[float, float, float] | None = None
+    """Visuomotor: world position of a fixed camera used instead of the URDF's camera frame
+    (None: the URDF's), looking at ``camera_look_at``; see :class:`mbpl_sim.base.SimConfig`."""
+    camera_look_at: tuple[float, float, float] | None = None
     head_points: bool = False
     """Visuomotor: the fully connected head also reads the 2C feature points, not only the
     pretrained pose layer's estimate of the target and ee positions (see
@@ -269,7 +273,11 @@ def train(config: TrainConfig, settings: GPSSettings | None = None) -> dict:
     rng = np.random.default_rng(config.seed)
     camera = {} if settings.policy != "visuomotor" else {
         "camera_fovy_deg": settings.camera_fovy_deg,
-        "camera_supersample": settings.camera_supersample}
+        "camera_supersample": settings.camera_supersample,
+        **({} if settings.camera_eye is None else {
+            "camera_eye": tuple(settings.camera_eye),
+            "camera_look_at": None if settings.camera_look_at is None
+            else tuple(settings.camera_look_at)})}
     sim = make_sim(config.backend, config.urdf, config.ee_link, task=config.task, **camera)
     try:
         problem = make_problem(config, rng, sim)
@@ -433,6 +441,8 @@ def settings_dict(settings: GPSSettings) -> dict:
     """GPSSettings as summary.json stores them (lists for tuples)."""
     d = asdict(settings)
     d["hidden"], d["image_size"] = list(settings.hidden), list(settings.image_size)
+    for key in ("camera_eye", "camera_look_at"):
+        d[key] = None if d[key] is None else list(d[key])
     return d
 
 
@@ -451,6 +461,9 @@ def _write_run(config: TrainConfig, summary: dict, algo, policy: GaussianPolicy,
     gps = summary.get("gps") or {}
     camera = {key: gps[key] for key in ("camera_fovy_deg", "camera_supersample")
               if gps.get("policy") == "visuomotor"}  # checked by an executor that runs it
+    if gps.get("policy") == "visuomotor" and gps.get("camera_eye") is not None:
+        camera["camera_eye"] = list(gps["camera_eye"])
+        camera["camera_look_at"] = gps.get("camera_look_at")
     save_policy(policy, out / "policy.pt", task=config.task, dt=config.dt,
                 algorithm=config.algorithm, **camera)
     ctrls = algo.controllers
