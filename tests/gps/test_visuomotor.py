@@ -135,18 +135,25 @@ def test_frozen_vision_remembers_points_per_image_and_forgets_on_new_weights():
         torch.testing.assert_close(vision(images), other(images))
 
 
-_PLANAR_URDF = """<?xml version="1.0"?>
+_INERTIA = 'ixy="0" ixz="0" iyz="0"'
+_PLANAR_URDF = f"""<?xml version="1.0"?>
 <robot name="planar">
   <link name="base"/>
-  <link name="l1"><inertial><mass value="1"/><inertia ixx="0.01" iyy="0.01" izz="0.01" ixy="0" ixz="0" iyz="0"/></inertial></link>
-  <link name="l2"><inertial><mass value="1"/><inertia ixx="0.01" iyy="0.01" izz="0.01" ixy="0" ixz="0" iyz="0"/></inertial></link>
-  <link name="tip"><inertial><mass value="0.1"/><inertia ixx="0.001" iyy="0.001" izz="0.001" ixy="0" ixz="0" iyz="0"/></inertial></link>
+  <link name="l1"><inertial><mass value="1"/>
+    <inertia ixx="0.01" iyy="0.01" izz="0.01" {_INERTIA}/></inertial></link>
+  <link name="l2"><inertial><mass value="1"/>
+    <inertia ixx="0.01" iyy="0.01" izz="0.01" {_INERTIA}/></inertial></link>
+  <link name="tip"><inertial><mass value="0.1"/>
+    <inertia ixx="0.001" iyy="0.001" izz="0.001" {_INERTIA}/></inertial></link>
   <joint name="shoulder" type="revolute"><parent link="base"/><child link="l1"/>
-    <origin xyz="0 0 0.1"/><axis xyz="0 0 1"/><limit lower="-3" upper="3" effort="10" velocity="5"/></joint>
+    <origin xyz="0 0 0.1"/><axis xyz="0 0 1"/>
+    <limit lower="-3" upper="3" effort="10" velocity="5"/></joint>
   <joint name="elbow" type="revolute"><parent link="l1"/><child link="l2"/>
-    <origin xyz="0.3 0 0"/><axis xyz="0 0 1"/><limit lower="-3" upper="3" effort="10" velocity="5"/></joint>
+    <origin xyz="0.3 0 0"/><axis xyz="0 0 1"/>
+    <limit lower="-3" upper="3" effort="10" velocity="5"/></joint>
   <joint name="slide" type="prismatic"><parent link="l2"/><child link="tip"/>
-    <origin xyz="0.2 0 0"/><axis xyz="1 0 0"/><limit lower="0" upper="0.2" effort="10" velocity="1"/></joint>
+    <origin xyz="0.2 0 0"/><axis xyz="1 0 0"/>
+    <limit lower="0" upper="0.2" effort="10" velocity="1"/></joint>
 </robot>
 """
 
