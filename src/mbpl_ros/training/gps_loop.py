@@ -106,10 +106,13 @@ class GPSSettings:
     (:class:`~mbpl_ros.gps.networks.ChainKinematics`). Off: it has to compare the target
     estimate with the visual end-effector estimate or learn the kinematics from q.
 
-    Measured 2026-11-29 (reach, 8 conditions, 10 held-out, seed 0, one run each, so a change
-    and run-to-run chaos are not separated): held-out success after 10 iterations 40 % without
-    it (2,000 pretraining images), 10 % with it (2,000 images), 60 % with it and 6,000 images
-    (90 % after 13 and 14 iterations; seed 1: 70 % after 10 and after 14)."""
+    Measured 2026-11-29 (reach, 8 conditions, 10 held-out, one run each, so a change and
+    run-to-run chaos are not separated): held-out success after 10 iterations, seed 0: 40 %
+    without it (2,000 pretraining images), 10 % with it (2,000 images); with it, 6,000 images
+    and MDGPS's own-controller fallback for diverging policy linearisations (commit 238f50b,
+    not in the two runs before) 60 % (seed 0; 90 % after 13 and 14 iterations), 70 % (seed 1;
+    70 % after 14), 60 % (seed 2; 70 % after 14). What each change contributes is not
+    measured."""
     policy_steps: int = 300
     """Gradient steps per S-step."""
     first_policy_steps: int = 1000
