@@ -29,20 +29,25 @@ def test_mdgps_run_writes_summary_policy_and_plots(tmp_path):
     assert policy.observation.image_size is None
 
 
+def _tiny_visuomotor_run(out, **camera) -> dict:
+    """One MDGPS iteration of a 16x16 visuomotor policy on reach, 2 conditions x 2 samples."""
+    from mbpl_ros.training.config import TrainConfig
+    from mbpl_ros.training.gps_loop import GPSSettings, train
+
+    config = TrainConfig(task="reach", algorithm="mdgps", conditions=2, samples=2, iterations=1,
+                         horizon=6, out=out, progress=False)
+    return train(config, GPSSettings(policy="visuomotor", image_size=(16, 16), channels=4,
+                                     pretrain_images=40, pretrain_steps=20, policy_steps=5,
+                                     first_policy_steps=5, **camera))
+
+
 def test_visuomotor_run_writes_a_policy_the_executor_can_check_its_camera_against(tmp_path):
     import numpy as np
 
     from mbpl_ros.executor.policy import recorded_camera
-    from mbpl_ros.training.config import TrainConfig
-    from mbpl_ros.training.gps_loop import GPSSettings, train
 
     out = tmp_path / "run"
-    config = TrainConfig(task="reach", algorithm="mdgps", conditions=2, samples=2, iterations=1,
-                         horizon=6, out=out, progress=False)
-    settings = GPSSettings(policy="visuomotor", image_size=(16, 16), channels=4,
-                           pretrain_images=40, pretrain_steps=20, policy_steps=5,
-                           first_policy_steps=5, camera_fovy_deg=40.0, camera_supersample=2)
-    summary = train(config, settings)
+    summary = _tiny_visuomotor_run(out, camera_fovy_deg=40.0, camera_supersample=2)
     assert len(summary["iterations"]) == 1
     (out / "summary.json").unlink()  # the policy file alone must say which camera it needs
     policy = load_policy(out / "policy.pt", joint_names=summary["robot"]["joints"])
@@ -75,17 +80,9 @@ def test_visuomotor_run_writes_a_policy_the_executor_can_check_its_camera_agains
 def test_a_visuomotor_run_with_a_world_camera_records_its_pose(tmp_path):
     import torch
 
-    from mbpl_ros.training.config import TrainConfig
-    from mbpl_ros.training.gps_loop import GPSSettings, train
-
     out = tmp_path / "run"
-    config = TrainConfig(task="reach", algorithm="mdgps", conditions=2, samples=2, iterations=1,
-                         horizon=4, out=out, progress=False)
-    settings = GPSSettings(policy="visuomotor", image_size=(16, 16), channels=4,
-                           pretrain_images=20, pretrain_steps=5, policy_steps=2,
-                           first_policy_steps=2, camera_eye=(1.3, 0.0, 0.45),
-                           camera_look_at=(0.5, 0.0, 0.15))
-    summary = train(config, settings)
+    summary = _tiny_visuomotor_run(out, camera_eye=(1.3, 0.0, 0.45),
+                                   camera_look_at=(0.5, 0.0, 0.15))
     assert summary["gps"]["camera_eye"] == [1.3, 0.0, 0.45]
     extra = torch.load(out / "policy.pt", weights_only=True)["extra"]
     assert extra["camera_eye"] == [1.3, 0.0, 0.45]
