@@ -57,7 +57,6 @@ from mbpl_ros.core.trajopt import (
     StackedDynamics,
     estimate_cost,
     kl_penalty,
-    marginals,
     optimize_trajectories,
     quadratic_cost_from_samples,
     step_multiplier,
@@ -170,9 +169,6 @@ class GPSIterationReport:
     predicted_improvement: tuple[float, ...]
     actual_improvement: tuple[float, ...]
     warnings: tuple[str, ...] = ()
-    own_reference: tuple[bool, ...] = ()
-    """MDGPS: conditions whose C-step was taken around their own controller (pi_hat diverges
-    under the fitted model); their step multiplier was held."""
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
@@ -440,7 +436,7 @@ class _GPS:
             tuple(map(float, self._step_mult)), tuple(map(float, result.eta)),
             tuple(map(float, pkl)), upd.loss_before, upd.loss_after,
             tuple(map(float, predicted)), tuple(map(float, actual)),
-            tuple(result.warnings) + tuple(self._notes), tuple(map(bool, self._own_reference)))
+            tuple(result.warnings) + tuple(self._notes))
         self._iteration += 1
         return report
 
@@ -504,10 +500,11 @@ def anchor_to_samples(drawn: np.ndarray, X: np.ndarray) -> np.ndarray:
 def closed_loop_spread(controllers: StackedControllers, dynamics: StackedDynamics) -> np.ndarray:
     """(M,) largest trace over the horizon of the state covariance of the controllers' closed
     loop under the dynamics (inf where it overflows)."""
-    dX = dynamics.Fm.shape[-2]
     with np.errstate(over="ignore", invalid="ignore"):
-        _, sigma = marginals(controllers, dynamics)
-        spread = np.trace(sigma[..., :dX, :dX], axis1=-2, axis2=-1).max(axis=-1)
+        _, sigma = state_marginals(controllers.K, controllers.k, controllers.covar, dynamics.Fm,
+                                   dynamics.fv, dynamics.covar, dynamics.x0_mean,
+                                   dynamics.x0_covar)
+        spread = np.trace(sigma, axis1=-2, axis2=-1).max(axis=-1)
     return np.where(np.isfinite(spread), spread, np.inf)
 
 
