@@ -144,6 +144,25 @@ class ArmKinematics:
         # v_point = v_origin + w x r = v_origin - [r]x w
         return jac[None, :3, :] - np.einsum("pij,jk->pik", _skew(offsets), jac[3:, :])
 
+    def screw_chain(self, home_q: np.ndarray | None = None) -> tuple:
+        """Product-of-exponentials parameters of the chain and its first ee point, as
+        :meth:`mbpl_ros.gps.networks.ChainKinematics.set_chain` takes them: screws (n, 6) (the
+        columns of the world-frame joint Jacobian at ``home_q``, default zeros, linear part
+        first) in chain order (base to tip), order (n,) (the index in q of each chain joint),
+        home_q (n,) in chain order, the ``ee_link`` world pose (4, 4) at home_q and the first ee
+        point in the link frame (3,)."""
+        home_q = np.zeros(self.n_joints) if home_q is None else self._check(home_q, "home_q")
+        model, data = self._model, self._data
+        jacobian = pin.computeJointJacobians(model, data, self._to_pin(home_q, "home_q"))
+        pin.updateFramePlacements(model, data)
+        home = data.oMf[self._frame_id].homogeneous
+        # A serial chain: pinocchio's joint ids run from the base to the tip.
+        ours_of_q = {int(i): k for k, i in enumerate(self._idx)}
+        order = [ours_of_q[int(model.idx_qs[j])] for j in range(1, model.njoints)]
+        screws = np.stack([np.asarray(jacobian[:, model.idx_vs[j]])
+                           for j in range(1, model.njoints)])
+        return screws, order, home_q[order], home, self.ee_points_local[0].copy()
+
     def ee_points_and_velocities(
         self, q: np.ndarray, qd: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:

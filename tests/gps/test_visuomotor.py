@@ -166,13 +166,12 @@ def _planar_tip(shoulder: float, elbow: float, slide: float) -> np.ndarray:
                      0.3 * np.sin(a) + reach * np.sin(b) + 0.05 * np.cos(b), 0.1])
 
 
-def test_chain_kinematics_matches_the_closed_form_of_a_planar_arm(tmp_path):
+def test_screw_chain_matches_the_closed_form_of_a_planar_arm(tmp_path):
     """Product of exponentials from the URDF model (revolute and prismatic joints, the policy's
     joint order differing from the chain's, a home configuration other than zero) against the
     planar arm's closed-form forward kinematics."""
     from mbpl_ros.gps.networks import ChainKinematics
     from mbpl_ros.kinematics import ArmKinematics
-    from mbpl_ros.training.gps_loop import chain_kinematics
 
     urdf = tmp_path / "planar.urdf"
     urdf.write_text(_PLANAR_URDF)
@@ -183,26 +182,25 @@ def test_chain_kinematics_matches_the_closed_form_of_a_planar_arm(tmp_path):
     expected = np.stack([_planar_tip(s, e, d) for d, s, e in q])
     for home in (None, np.array([0.1, 0.7, -1.2])):
         fk = ChainKinematics(3)
-        fk.set_chain(*chain_kinematics(kin, home))
+        fk.set_chain(*kin.screw_chain(home))
         got = fk(torch.as_tensor(q, dtype=torch.float32)).double().numpy()
         np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-def test_chain_kinematics_of_the_arm_matches_its_urdf_kinematics():
+def test_screw_chain_of_the_arm_matches_its_urdf_kinematics():
     from mbpl_ros.gps.networks import ChainKinematics
     from mbpl_ros.kinematics import ArmKinematics
-    from mbpl_ros.training.gps_loop import chain_kinematics
     from mbpl_sim import DEFAULT_EE_LINK, default_urdf
     from mbpl_sim.tasks import DEFAULT_EE_POINTS_LOCAL
 
     kin = ArmKinematics(default_urdf(), DEFAULT_EE_LINK, DEFAULT_EE_POINTS_LOCAL)
     fk = ChainKinematics(kin.n_joints)
-    fk.set_chain(*chain_kinematics(kin))
+    fk.set_chain(*kin.screw_chain())
     q = np.random.default_rng(6).uniform(kin.lower, kin.upper, (30, kin.n_joints))
     got = fk(torch.as_tensor(q, dtype=torch.float32)).double().numpy()
     np.testing.assert_allclose(got, [kin.ee_points(x)[0] for x in q], atol=1e-5)
     with pytest.raises(ValueError, match="unit"):
-        fk.set_chain(np.ones((kin.n_joints, 6)), *chain_kinematics(kin)[1:])
+        fk.set_chain(np.ones((kin.n_joints, 6)), *kin.screw_chain()[1:])
 
 
 def test_kinematic_input_is_the_target_estimate_minus_the_end_effector():

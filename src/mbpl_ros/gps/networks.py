@@ -85,7 +85,7 @@ class ChainKinematics(nn.Module):
     is joint i's screw axis in the world frame at the home configuration h (unit w_i for a
     revolute joint, w_i = 0 and unit v_i for a prismatic one), M the link's world pose there.
     These are the columns of the world-frame joint Jacobian at h and the link pose at h, which
-    :func:`mbpl_ros.training.gps_loop.chain_kinematics` reads from the arm's URDF model.
+    :meth:`mbpl_ros.kinematics.ArmKinematics.screw_chain` reads from the arm's URDF model.
 
     Buffers (saved with the network, so the policy file carries the kinematics it was trained
     with): ``screws`` (n, 6) in chain order (base to tip), ``order`` (n,) the index in q of each

@@ -399,7 +399,7 @@ def visuomotor_network(spec: ObservationSpec, dU: int, settings: GPSSettings,
     (:func:`collect_pretraining_images`), seeded like :func:`make_policy`; with
     ``settings.kinematic_input`` also the forward kinematics of ``kinematics``
     (:class:`~mbpl_ros.kinematics.ArmKinematics`, its first ee point, the one pretraining
-    regresses; :func:`chain_kinematics`)."""
+    regresses; :meth:`~mbpl_ros.kinematics.ArmKinematics.screw_chain`)."""
     use_fk = settings.kinematic_input and kinematics is not None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -411,34 +411,8 @@ def visuomotor_network(spec: ObservationSpec, dU: int, settings: GPSSettings,
         if tuple(spec.state_indices[:kinematics.n_joints]) != tuple(range(kinematics.n_joints)):
             raise ValueError("visuomotor_network: the kinematic input needs q first in the "
                              f"observation, found {spec.state_names[:kinematics.n_joints]}")
-        net.kinematics.set_chain(*chain_kinematics(kinematics))
+        net.kinematics.set_chain(*kinematics.screw_chain())
     return net
-
-
-def chain_kinematics(kinematics, home_q: np.ndarray | None = None) -> tuple:
-    """The product-of-exponentials parameters of ``kinematics``' (an
-    :class:`~mbpl_ros.kinematics.ArmKinematics`) chain and its first ee point, as
-    :meth:`~mbpl_ros.gps.networks.ChainKinematics.set_chain` takes them: screws (n, 6) (the
-    columns of the world-frame joint Jacobian at ``home_q``, default zeros, linear part first),
-    order (n,), home_q (n,) in chain order, the ee link's world pose (4, 4) at home_q and the
-    point in the link frame (3,). Reads the pinocchio model that ArmKinematics keeps."""
-    import pinocchio as pin
-
-    model, data = kinematics._model, kinematics._model.createData()
-    n = kinematics.n_joints
-    q_ours = np.zeros(n) if home_q is None else np.asarray(home_q, dtype=float)
-    q_pin = np.zeros(model.nq)
-    q_pin[kinematics._idx] = q_ours
-    J = pin.computeJointJacobians(model, data, q_pin)          # world frame, (6, nv)
-    pin.updateFramePlacements(model, data)
-    home = data.oMf[kinematics._frame_id].homogeneous
-    # Chain order: pinocchio's joint ids run from the base to the tip of a serial chain.
-    chain_v = [model.idx_vs[j] for j in range(1, model.njoints)]
-    chain_q = [model.idx_qs[j] for j in range(1, model.njoints)]
-    ours_of_q = {int(i): k for k, i in enumerate(kinematics._idx)}
-    order = [ours_of_q[int(i)] for i in chain_q]
-    screws = np.stack([np.asarray(J[:, v]) for v in chain_v])
-    return screws, order, q_ours[order], home, kinematics.ee_points_local[0]
 
 
 def _rate(evals: list[Evaluation]) -> float | None:
