@@ -93,7 +93,6 @@ class SimConfig:
             raise ValueError(f"camera_supersample: expected an integer in [1, 8], found "
                              f"{self.camera_supersample}")
 
-
     def fixed_camera(self) -> tuple[np.ndarray, np.ndarray]:
         """(eye, look_at) of the world-fixed camera: ``camera_eye``/``camera_look_at`` when
         given, else the fallback :data:`DEFAULT_CAMERA_EYE`/:data:`DEFAULT_CAMERA_LOOK_AT`."""
