@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 import rclpy
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosbags.highlevel import AnyReader
@@ -110,13 +111,24 @@ def test_bridge_killed_mid_trial_aborts_it_out_of_the_fit_and_the_session_recove
     # In lockstep the bridge publishes a joint state per reset and per command: a handful of
     # them means the first trial is under way (30 steps).
     states: list[JointState] = []
-    node.create_subscription(JointState, "/arm0/joint_states", states.append,
-                             QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+    matched: list[int] = []
+    node.create_subscription(
+        JointState, "/arm0/joint_states", states.append,
+        QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE),
+        event_callbacks=SubscriptionEventCallbacks(
+            matched=lambda info: matched.append(info.current_count)))
     try:
         with Graph(config) as graph:
             workers = graph.start_workers()
             bridge = workers[0]
             graph.start_fitter()
+            # The whole session takes a few seconds: this node must hear the bridge before it
+            # starts (discovery took longer than that on a loaded CI machine).
+            end = time.monotonic() + 60
+            while not (matched and matched[-1] > 0):
+                executor.spin_once(timeout_sec=0.01)
+                assert time.monotonic() < end, "the bridge's joint_states never matched"
+                graph.check_alive()
             trainer = graph.start_trainer()
             end = time.monotonic() + 120
             while len(states) < 5:

@@ -15,7 +15,7 @@ import pytest
 import rclpy
 from mbpl_interfaces.action import RunTrial
 from mbpl_interfaces.srv import FitIteration
-from rclpy.action import ActionServer
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from ros_helpers import call_service, node_process
@@ -23,8 +23,9 @@ from test_recording import read_with_rosbags
 
 from mbpl_ros.conversions import controller_from_msg, dynamics_from_msg, rollout_to_msg
 from mbpl_ros.core.lqr_flm import LQRFLMConfig
+from mbpl_ros.nodes import gps_trainer
 from mbpl_ros.nodes.dynamics_fitter import DynamicsFitterState, batches_from_rollouts
-from mbpl_ros.nodes.gps_trainer import ROLLOUT_TOPIC, Slot
+from mbpl_ros.nodes.gps_trainer import ROLLOUT_TOPIC, Slot, TrialWorker
 from mbpl_ros.recording import read_messages
 from mbpl_ros.training.config import TrainConfig
 from mbpl_ros.training.direct import make_problem
@@ -270,3 +271,81 @@ def test_killed_trainer_resumes_without_losing_or_repeating_a_trial(tmp_path):
     retried = [m for t, m in read_with_rosbags(config.out / "rollouts")
                if t in ("/rollouts", "/evaluation_rollouts") and m.aborted]
     assert len(fakes.goals) == 3 * per_iteration + 1 + len(retried)
+
+
+# ------------------------------------------------------------------ a goal's answer lost
+
+def test_a_goal_left_unanswered_is_sent_again_and_the_late_copy_is_cancelled(monkeypatch):
+    """The DDS discovery race of TrialWorker._send, staged: the server holds its answer to the
+    first goal past the resend interval, so the client sends again; the second copy runs the
+    trial, and the first, accepted late, is cancelled by the client."""
+    # With the defaults a lost answer is sent again twice before the trainer gives up.
+    assert 2 * gps_trainer.GOAL_RESEND_S < gps_trainer.PARAMETERS["server_timeout_s"][0]
+    monkeypatch.setattr(gps_trainer, "GOAL_RESEND_S", 0.5)
+    action = "/arm0/controller_executor/run_trial"
+    answers, cancelled, late_done = [], threading.Event(), threading.Event()
+    release = threading.Event()
+
+    def on_goal(goal):
+        answers.append(goal.condition)
+        if len(answers) == 1:
+            release.wait(10)
+        return GoalResponse.ACCEPT
+
+    def on_cancel(_handle):
+        cancelled.set()
+        return CancelResponse.ACCEPT
+
+    def execute(handle):
+        result = RunTrial.Result()
+        if not release.is_set():  # the second copy: the trial that counts
+            result.rollout = rollout_to_msg(np.zeros((3, 2)), np.ones((2, 1)), 0, 0.05,
+                                            ["a", "b"], trial_id="ran")
+            result.success = True
+            handle.succeed()
+            return result
+        end = time.monotonic() + 10
+        while not handle.is_cancel_requested and time.monotonic() < end:
+            time.sleep(0.01)
+        if handle.is_cancel_requested:
+            handle.canceled()
+        else:
+            handle.abort()
+        late_done.set()
+        return result
+
+    contexts, executors, threads = [], [], []
+    nodes = []
+    for name in ("stand_in_executor", "trainer_side"):
+        context = rclpy.context.Context()
+        rclpy.init(context=context)
+        node = rclpy.create_node(name, context=context)
+        executor = MultiThreadedExecutor(num_threads=4, context=context)
+        executor.add_node(node)
+        thread = threading.Thread(target=executor.spin, daemon=True)
+        thread.start()
+        contexts.append(context), executors.append(executor), threads.append(thread)
+        nodes.append(node)
+    group = ReentrantCallbackGroup()
+    ActionServer(nodes[0], RunTrial, action, execute, goal_callback=on_goal,
+                 cancel_callback=on_cancel, callback_group=group)
+    try:
+        worker = TrialWorker(nodes[1], "/arm0", "controller_executor/run_trial",
+                             ReentrantCallbackGroup())
+        goal = RunTrial.Goal(condition=4, horizon=2)
+        rollout, reason, faults = worker.run(goal, timeout=20.0, server_timeout=10.0)
+        release.set()  # the first copy's answer now goes out, late
+        assert reason == "" and faults == 0
+        assert rollout.trial_id == "ran"
+        assert answers == [4, 4], "the unanswered goal was not sent again"
+        assert cancelled.wait(10), "the first copy, accepted late, was not cancelled"
+        late_done.wait(10)
+        time.sleep(0.2)  # its result goes out before the nodes are destroyed
+    finally:
+        release.set()
+        for executor, node, context, thread in zip(executors, nodes, contexts, threads,
+                                                   strict=True):
+            executor.shutdown()
+            node.destroy_node()
+            rclpy.shutdown(context=context)
+            thread.join(timeout=5)

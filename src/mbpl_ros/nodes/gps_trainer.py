@@ -107,12 +107,15 @@ EVAL_TOPIC = "/evaluation_rollouts"
 STATUS_TOPIC = "/training_status"
 BAG_DIR = "rollouts"
 _TRIAL_ID = re.compile(r"^i(\d+)-([ct])(\d+)-(?:s(\d+)|(eval))-a(\d+)$")
-STATUS_GRACE_S = 3.0
-"""At start, wait at most this long for each executor's status topic (after its action server)."""
-GOAL_RESEND_S = 30.0
-"""Send a trial goal again when it has gone unanswered this long (see TrialWorker.run). Long: on
-a loaded machine an answer can take several seconds, and a goal sent twice whose first copy was
-only slow runs a second trial before the cancel arrives (seen at 5 s with both cores busy)."""
+STATUS_GRACE_S = 10.0
+"""At start, wait at most this long for each executor's status topic (after its action server):
+discovery took over 3 s on a loaded CI machine."""
+GOAL_RESEND_S = 10.0
+"""Send a trial goal again when it has gone unanswered this long (see TrialWorker._send), so that
+a send whose answer was lost is repeated twice within server_timeout_s (30 s by default). Not
+shorter: on a loaded machine an answer can take several seconds, and a goal sent twice whose first
+copy was only slow runs a second trial before the cancel arrives (seen at 5 s with both cores
+busy)."""
 STATUS_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
 RESUME_KEYS = ("task", "backend", "algorithm", "conditions", "samples", "horizon", "dt", "seed",
