@@ -383,3 +383,23 @@ def test_mdgps_steps_around_the_controller_where_the_policy_linearisation_diverg
     assert reference[0] is lin_close and reference[1] is stable
     assert algo._own_reference.tolist() == [False, True]
     assert s.max() > 1e8
+
+
+def test_mdgps_resumes_a_checkpoint_from_before_the_own_reference_fallback():
+    """A trainer checkpoint pickled before _Models had own_reference (pi_hat was always the
+    reference) still takes its next step, with the step sizes of pi_hat as reference."""
+    rng, system, cost, x0s, zero = _problem(2)
+    config = GPSConfig(policy_opt=PolicyOptConfig(steps=20), first_policy_steps=20)
+    runs = [MDGPS(config, dX, dU, T, [zero] * 3, make_policy(SPEC, dU, hidden=(8,), seed=0))
+            for _ in range(2)]
+    batches = [collect(system, zero, x0, N, rng) for x0 in x0s]
+    for algo in runs:
+        algo.iteration(batches, [Observations(b.X) for b in batches], cost)
+    assert not runs[0]._previous.own_reference.any()
+    del runs[1]._previous.__dict__["own_reference"]  # the old pickle's attributes
+    batches = [collect(system, c, x0, N, rng) for c, x0 in zip(runs[0].controllers, x0s,
+                                                                strict=True)]
+    reports = [algo.iteration(batches, [Observations(b.X) for b in batches], cost)
+               for algo in runs]
+    np.testing.assert_array_equal(reports[1].step_mult, reports[0].step_mult)
+    assert np.isfinite(reports[1].predicted_improvement).all()

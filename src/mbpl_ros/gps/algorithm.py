@@ -184,8 +184,9 @@ class _Models:
     new: StackedControllers
     dynamics: StackedDynamics
     cost: QuadraticCost
-    own_reference: np.ndarray
-    """(M,) bool: the reference was the condition's own controller, not pi_hat."""
+    own_reference: np.ndarray | None = None
+    """(M,) bool: the reference was the condition's own controller, not pi_hat. None: a
+    checkpoint written before the fallback existed, where it was always pi_hat."""
 
 
 def controller_targets(controller: LinearGaussianController, X: np.ndarray,
@@ -387,7 +388,9 @@ class _GPS:
                                    self.config.lqr.min_step_mult, self.config.lqr.max_step_mult)
         # The estimates compare pi_hat before and after; where either was not the reference its
         # model marginals diverge and the comparison is noise.
-        hold = prev.own_reference | self._own_reference
+        hold = self._own_reference.copy()
+        if prev.own_reference is not None:
+            hold |= prev.own_reference
         self._step_mult = np.where(hold, self._step_mult, adjusted)
         predicted[hold] = actual[hold] = np.nan
         return predicted, actual
