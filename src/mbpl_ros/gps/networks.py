@@ -164,7 +164,10 @@ class MLPNet(nn.Module):
         layers.append(nn.Linear(width, spec.action_dim))
         self.body = nn.Sequential(*layers)
 
-    def forward(self, obs: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, obs: torch.Tensor, image: torch.Tensor | None = None,
+                raw_obs: torch.Tensor | None = None) -> torch.Tensor:
+        """Actions from normalised observations (``image`` and ``raw_obs``, the observations
+        before normalisation, are what a visuomotor network reads; unused here)."""
         return self.body(obs)
 
     def spec_dict(self) -> dict:

@@ -145,10 +145,7 @@ class GaussianPolicy:
         """Mean action in physical units from raw observation tensors."""
         mean = torch.as_tensor(self.obs_norm.mean, dtype=torch.float32)
         scale = torch.as_tensor(self.obs_norm.scale, dtype=torch.float32)
-        if isinstance(self.network, VisuomotorNet):
-            out = self.network((obs - mean) / scale, image, obs)
-        else:
-            out = self.network((obs - mean) / scale, image)
+        out = self.network((obs - mean) / scale, image, obs)
         a_mean = torch.as_tensor(self.action_norm.mean, dtype=torch.float32)
         a_scale = torch.as_tensor(self.action_norm.scale, dtype=torch.float32)
         return out * a_scale + a_mean
