@@ -444,29 +444,11 @@ class ApproachPhase:
     """Of the approach goal above the hole bottom, m (the default hole is 8 cm deep)."""
     fraction: float = 0.3
     """Part of the horizon spent on the approach."""
-    descent: float = 0.0
-    """Part of the horizon after the approach over which the goals descend from ``height`` to
-    the hole's, in ``descent_pieces`` equal steps (0: they drop at once)."""
-    descent_pieces: int = 6
 
     def __post_init__(self) -> None:
         if not (self.height > 0 and 0 < self.fraction < 1):
             raise ValueError(f"ApproachPhase: expected height > 0 and 0 < fraction < 1, found "
                              f"{self.height}, {self.fraction}")
-        if not (0 <= self.descent and self.fraction + self.descent < 1
-                and self.descent_pieces >= 1):
-            raise ValueError(f"ApproachPhase: expected descent >= 0, fraction + descent < 1 and "
-                             f"descent_pieces >= 1, found {self.descent}, {self.fraction} and "
-                             f"{self.descent_pieces}")
-
-    def goals(self) -> list[tuple[float, float, float]]:
-        """(start, stop, height above the hole's goals) of each phase before the last."""
-        phases = [(0.0, self.fraction, self.height)]
-        if self.descent > 0:
-            n, step = self.descent_pieces, self.descent / self.descent_pieces
-            phases += [(self.fraction + i * step, self.fraction + (i + 1) * step,
-                        self.height * (n - i) / (n + 1)) for i in range(n)]
-        return phases
 
 
 def _task_cost(layout: StateLayout, point_weights: np.ndarray, w: TaskCostWeights,
@@ -474,11 +456,10 @@ def _task_cost(layout: StateLayout, point_weights: np.ndarray, w: TaskCostWeight
     terms: list[Cost] = [ActionCost(w.action)]
     track_from = 0.0
     if approach is not None:
-        for start, stop, height in approach.goals():
-            terms.append(ee_points_cost(layout, point_weights, w.l1, w.l2, w.alpha,
-                                        Ramp.CONSTANT, 1.0, curvature, offset=(0.0, 0.0, height),
-                                        active=(start, stop)))
-            track_from = stop
+        track_from = approach.fraction
+        terms.append(ee_points_cost(layout, point_weights, w.l1, w.l2, w.alpha, Ramp.CONSTANT,
+                                    1.0, curvature, offset=(0.0, 0.0, approach.height),
+                                    active=(0.0, track_from)))
     terms.append(ee_points_cost(layout, point_weights, w.l1, w.l2, w.alpha, Ramp.CONSTANT, 1.0,
                                 curvature, active=(track_from, 1.0)))
     terms.append(ee_points_cost(layout, point_weights, w.l1, w.l2, w.alpha, Ramp.FINAL_ONLY,
