@@ -8,7 +8,7 @@ import pytest
 from geometry_msgs.msg import Point
 from mbpl_interfaces.msg import ArmState, Target
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from ros_helpers import node_process, spin_until
+from ros_helpers import node_process, spin_until, wait_for_matches
 from sensor_msgs.msg import JointState
 
 from mbpl_ros.arm_state import ArmStateBuilder
@@ -43,11 +43,11 @@ def test_state_matches_the_builder_with_shuffled_names_and_rejects_bad_joint_sta
     target = np.array([0.5, -0.1, 0.02])
     with node_process(ESTIMATOR, {"task": "peg", "velocity_filter_alpha": 0.25}) as proc:
         states: list[ArmState] = []
-        ros_node.create_subscription(ArmState, "state", states.append, QOS)
+        state_sub = ros_node.create_subscription(ArmState, "state", states.append, QOS)
         joints = ros_node.create_publisher(JointState, "joint_states", QOS)
         targets = ros_node.create_publisher(Target, "target", TARGET_QOS)
-        assert spin_until(ros_node, lambda: ros_node.count_subscribers("joint_states") > 0, 60)
-        spin_until(ros_node, lambda: False, 0.3)
+        assert wait_for_matches(ros_node, [state_sub, joints, targets], 60), \
+            "estimator topics not matched"
 
         # No target yet: q and qd, no x.
         joints.publish(joint_state(arm.joint_names, q, qd, 1))
