@@ -9,6 +9,7 @@ import json
 import signal
 import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -273,6 +274,31 @@ def test_killed_trainer_resumes_without_losing_or_repeating_a_trial(tmp_path):
     assert len(fakes.goals) == 3 * per_iteration + 1 + len(retried)
 
 
+@contextmanager
+def spinning_nodes(*names: str):
+    """Nodes in rclpy contexts of their own, each spun by a MultiThreadedExecutor thread (a
+    stand-in server and the trainer's side of it)."""
+    started = []
+    try:
+        for name in names:
+            context = rclpy.context.Context()
+            rclpy.init(context=context)
+            node = rclpy.create_node(name, context=context)
+            executor = MultiThreadedExecutor(num_threads=4, context=context)
+            executor.add_node(node)
+            thread = threading.Thread(target=executor.spin, daemon=True)
+            thread.start()
+            started.append((node, executor, thread))
+        yield [node for node, _, _ in started]
+    finally:
+        for node, executor, thread in started:
+            context = node.context
+            executor.shutdown()
+            node.destroy_node()
+            rclpy.shutdown(context=context)
+            thread.join(timeout=5)
+
+
 # ------------------------------------------------------------------ a goal's answer lost
 
 def test_a_goal_left_unanswered_is_sent_again_and_the_late_copy_is_cancelled(monkeypatch):
@@ -314,38 +340,61 @@ def test_a_goal_left_unanswered_is_sent_again_and_the_late_copy_is_cancelled(mon
         late_done.set()
         return result
 
-    contexts, executors, threads = [], [], []
-    nodes = []
-    for name in ("stand_in_executor", "trainer_side"):
-        context = rclpy.context.Context()
-        rclpy.init(context=context)
-        node = rclpy.create_node(name, context=context)
-        executor = MultiThreadedExecutor(num_threads=4, context=context)
-        executor.add_node(node)
-        thread = threading.Thread(target=executor.spin, daemon=True)
-        thread.start()
-        contexts.append(context), executors.append(executor), threads.append(thread)
-        nodes.append(node)
-    group = ReentrantCallbackGroup()
-    ActionServer(nodes[0], RunTrial, action, execute, goal_callback=on_goal,
-                 cancel_callback=on_cancel, callback_group=group)
-    try:
-        worker = TrialWorker(nodes[1], "/arm0", "controller_executor/run_trial",
-                             ReentrantCallbackGroup())
-        goal = RunTrial.Goal(condition=4, horizon=2)
-        rollout, reason, faults = worker.run(goal, timeout=20.0, server_timeout=10.0)
-        release.set()  # the first copy's answer now goes out, late
-        assert reason == "" and faults == 0
-        assert rollout.trial_id == "ran"
-        assert answers == [4, 4], "the unanswered goal was not sent again"
-        assert cancelled.wait(10), "the first copy, accepted late, was not cancelled"
-        late_done.wait(10)
-        time.sleep(0.2)  # its result goes out before the nodes are destroyed
-    finally:
-        release.set()
-        for executor, node, context, thread in zip(executors, nodes, contexts, threads,
-                                                   strict=True):
-            executor.shutdown()
-            node.destroy_node()
-            rclpy.shutdown(context=context)
-            thread.join(timeout=5)
+    with spinning_nodes("stand_in_executor", "trainer_side") as (server, client):
+        ActionServer(server, RunTrial, action, execute, goal_callback=on_goal,
+                     cancel_callback=on_cancel, callback_group=ReentrantCallbackGroup())
+        try:
+            worker = TrialWorker(client, "/arm0", "controller_executor/run_trial",
+                                 ReentrantCallbackGroup())
+            goal = RunTrial.Goal(condition=4, horizon=2)
+            rollout, reason, faults = worker.run(goal, timeout=20.0, server_timeout=10.0)
+            release.set()  # the first copy's answer now goes out, late
+            assert reason == "" and faults == 0
+            assert rollout.trial_id == "ran"
+            assert answers == [4, 4], "the unanswered goal was not sent again"
+            assert cancelled.wait(10), "the first copy, accepted late, was not cancelled"
+            late_done.wait(10)
+            time.sleep(0.2)  # its result goes out before the nodes are destroyed
+        finally:
+            release.set()
+
+
+def test_a_fit_request_left_unanswered_is_sent_again_and_the_first_answer_counts():
+    requests, release, hold_every = [], threading.Event(), threading.Event()
+
+    def fit(request, response):
+        requests.append(request.iteration)
+        if len(requests) == 1 or hold_every.is_set():
+            release.wait(10)  # this answer comes after the client has its response
+        response.success, response.message = True, f"answer to request {len(requests)}"
+        return response
+
+    with spinning_nodes("stand_in_fitter", "trainer_side") as (server, client):
+        server.create_service(FitIteration, "/stand_in/fit_iteration", fit,
+                              callback_group=ReentrantCallbackGroup())
+        fitter = client.create_client(FitIteration, "/stand_in/fit_iteration")
+        try:
+            assert fitter.wait_for_service(timeout_sec=30)
+            response = gps_trainer.call_with_resend(
+                fitter, fit_request(3, []), timeout=20.0, resend_s=0.5, context=client.context,
+                logger=client.get_logger())
+            # (A loaded machine may have sent it a third time meanwhile.)
+            assert response is not None and response.message != "answer to request 1"
+            assert len(requests) >= 2 and set(requests) == {3}
+            # No answer at all: None once the timeout has passed, after a send per interval.
+            release.clear()
+            hold_every.set()
+            requests.clear()
+            start = time.monotonic()
+            assert gps_trainer.call_with_resend(
+                fitter, fit_request(4, []), timeout=1.2, resend_s=0.5, context=client.context,
+                logger=client.get_logger()) is None
+            assert time.monotonic() - start >= 1.2
+            end = time.monotonic() + 2
+            while len(requests) < 3 and time.monotonic() < end:
+                time.sleep(0.01)
+            # Sends at 0, 0.5 and 1.0 s (the last one late on a loaded machine, or not sent).
+            assert requests in ([4, 4], [4, 4, 4]), "not one send per interval"
+        finally:
+            release.set()
+            time.sleep(0.2)

@@ -116,6 +116,10 @@ a send whose answer was lost is repeated twice within server_timeout_s (30 s by 
 shorter: on a loaded machine an answer can take several seconds, and a goal sent twice whose first
 copy was only slow runs a second trial before the cancel arrives (seen at 5 s with both cores
 busy)."""
+FIT_RESEND_S = 30.0
+"""Send a fit request again when it has gone unanswered this long (its response can be lost like
+a goal's answer, see TrialWorker._send); the fitter answers a repeated request without adding its
+rollouts twice, and the first answer counts."""
 STATUS_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
 RESUME_KEYS = ("task", "backend", "algorithm", "conditions", "samples", "horizon", "dt", "seed",
@@ -211,6 +215,37 @@ def _wait(future, timeout: float, context) -> bool:
         if time.monotonic() > end:
             return future.done()
     return True
+
+
+def call_with_resend(client, request, timeout: float, resend_s: float, context,
+                     logger) -> object | None:
+    """Call a service from a non-executor thread, sending the request again every ``resend_s``
+    without an answer; the first response, or None after ``timeout``.
+
+    Raises:
+        Shutdown: the context went down meanwhile.
+    """
+    end = time.monotonic() + timeout
+    futures: list = []
+    answered = threading.Event()
+    while True:
+        if futures:
+            logger.warning(f"{client.srv_name}: no answer within {resend_s:g} s, "
+                           "sending the request again")
+        futures.append(client.call_async(request))
+        futures[-1].add_done_callback(lambda _: answered.set())
+        wait_end = min(end, time.monotonic() + resend_s)
+        while not answered.wait(0.05):
+            if not context.ok():
+                raise Shutdown
+            if time.monotonic() > wait_end:
+                break
+        answered.clear()
+        for future in futures:
+            if future.done() and future.result() is not None:
+                return future.result()
+        if time.monotonic() >= end:
+            return None
 
 
 class TrialWorker:
@@ -927,10 +962,11 @@ class GpsTrainer(Node):
     def _call_fitter(self, request: FitIteration.Request) -> FitIteration.Response:
         if not self.fitter.wait_for_service(timeout_sec=self.server_timeout):
             raise TrainingError(f"dynamics fitter {self.fitter.srv_name} not available")
-        future = self.fitter.call_async(request)
-        if not _wait(future, self.fit_timeout, self.context) or future.result() is None:
+        response = call_with_resend(self.fitter, request, self.fit_timeout, FIT_RESEND_S,
+                                    self.context, self.get_logger())
+        if response is None:
             raise TrainingError(f"dynamics fitter: no answer within {self.fit_timeout:.0f} s")
-        return future.result()
+        return response
 
     def _fit(self, i: int, rollouts: list[Rollout]):
         request = FitIteration.Request(iteration=i, conditions=self.config.conditions,
