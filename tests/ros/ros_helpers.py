@@ -93,12 +93,14 @@ def call_service(node, srv_type, name: str, request, timeout: float = 10.0):
     return future.result()
 
 
-def wait_for_matches(node, endpoints, timeout: float = 30.0) -> bool:
+def unmatched_after(node, endpoints, timeout: float = 60.0) -> list[str]:
     """Spin until every publisher has a matched subscription and every subscription a matched
-    publisher. A node found in the graph is not yet matched: on a loaded machine the endpoints
-    can take seconds more, and a volatile message sent meanwhile is lost."""
+    publisher, or ``timeout`` passes; the topics still unmatched (empty: all matched). A node
+    found in the graph is not yet matched: on a loaded machine the endpoints can take seconds
+    more, and a volatile message sent meanwhile is lost."""
     def matched(endpoint) -> bool:
         if hasattr(endpoint, "get_subscription_count"):
             return endpoint.get_subscription_count() > 0
         return endpoint.get_publisher_count() > 0
-    return spin_until(node, lambda: all(matched(e) for e in endpoints), timeout)
+    spin_until(node, lambda: all(matched(e) for e in endpoints), timeout)
+    return [e.topic_name for e in endpoints if not matched(e)]

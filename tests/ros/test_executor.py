@@ -15,7 +15,7 @@ from mbpl_interfaces.msg import ExecutorStatus, Rollout
 from mbpl_interfaces.srv import ResetToCondition
 from rclpy.action import ActionClient
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from ros_helpers import call_service, node_process, spin_until, wait_for_matches
+from ros_helpers import call_service, node_process, spin_until, unmatched_after
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
@@ -146,7 +146,8 @@ class Client:
         assert self.action.wait_for_server(timeout_sec=60), "executor action server missing"
         # Every logged topic matched to its publisher before a goal is sent (a loaded machine
         # can take seconds), so no message of the trial is missed.
-        assert wait_for_matches(node, subscriptions), "publishers not matched"
+        unmatched = unmatched_after(node, subscriptions)
+        assert not unmatched, f"no publisher matched on {unmatched}"
         spin_until(node, lambda: False, 0.3)
 
     def send(self, goal: RunTrial.Goal, feedback: list[int] | None = None, timeout: float = 30):

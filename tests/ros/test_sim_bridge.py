@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from mbpl_interfaces.srv import ResetToCondition, StepSimulation
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from ros_helpers import call_service, node_process, ros_args, spin_until, wait_for_matches
+from ros_helpers import call_service, node_process, ros_args, spin_until, unmatched_after
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool
@@ -71,7 +71,7 @@ def test_lockstep_command_moves_arm_and_reset_restores_condition(ros_node, backe
     with node_process(BRIDGE, params) as proc:
         log = JointStateLog(ros_node)
         pub = ros_node.create_publisher(Float64MultiArray, "effort_controller/commands", QOS)
-        assert wait_for_matches(ros_node, [log.subscription, pub]), "bridge topics not matched"
+        assert not unmatched_after(ros_node, [log.subscription, pub])
         response = reset(ros_node, 1)
         assert response.success, response.message
         assert spin_until(ros_node, lambda: bool(log.messages), 10)
@@ -106,7 +106,7 @@ def test_bad_commands_are_rejected_and_last_valid_one_is_held(ros_node):
     with node_process(BRIDGE, {"mode": "lockstep", "lockstep_steps": 20}) as proc:
         log = JointStateLog(ros_node)
         pub = ros_node.create_publisher(Float64MultiArray, "effort_controller/commands", QOS)
-        assert wait_for_matches(ros_node, [log.subscription, pub]), "bridge topics not matched"
+        assert not unmatched_after(ros_node, [log.subscription, pub])
         assert reset(ros_node, 0).success
         assert spin_until(ros_node, lambda: bool(log.messages), 10)
         n = len(log.last().position)
@@ -166,7 +166,7 @@ def test_camera_images_are_published(ros_node):
         ros_node.create_subscription(Image, "camera/image_raw", images.append, 10)
         log = JointStateLog(ros_node)
         pub = ros_node.create_publisher(Float64MultiArray, "effort_controller/commands", QOS)
-        assert wait_for_matches(ros_node, [log.subscription, pub]), "bridge topics not matched"
+        assert not unmatched_after(ros_node, [log.subscription, pub])
         assert reset(ros_node, 0).success
         assert spin_until(ros_node, lambda: bool(log.messages), 10)
         for _ in range(3):
