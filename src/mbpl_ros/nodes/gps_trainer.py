@@ -63,6 +63,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,20 +201,22 @@ class Outcome:
         return self.msg.abort_reason
 
 
-def _wait(future, timeout: float, context) -> bool:
-    """Wait for an rclpy future from a non-executor thread; False on timeout.
+def _wait(futures: Sequence, timeout: float, context) -> bool:
+    """Wait from a non-executor thread until one of the rclpy ``futures`` is done; False on
+    timeout.
 
     Raises:
         Shutdown: the context went down meanwhile.
     """
     done = threading.Event()
-    future.add_done_callback(lambda _: done.set())
+    for future in futures:
+        future.add_done_callback(lambda _: done.set())
     end = time.monotonic() + timeout
     while not done.wait(0.05):
         if not context.ok():
             raise Shutdown
         if time.monotonic() > end:
-            return future.done()
+            return any(f.done() for f in futures)
     return True
 
 
@@ -227,20 +230,13 @@ def call_with_resend(client, request, timeout: float, resend_s: float, context,
     """
     end = time.monotonic() + timeout
     futures: list = []
-    answered = threading.Event()
     while True:
         if futures:
             logger.warning(f"{client.srv_name}: no answer within {resend_s:g} s, "
                            "sending the request again")
         futures.append(client.call_async(request))
-        futures[-1].add_done_callback(lambda _: answered.set())
-        wait_end = min(end, time.monotonic() + resend_s)
-        while not answered.wait(0.05):
-            if not context.ok():
-                raise Shutdown
-            if time.monotonic() > wait_end:
-                break
-        answered.clear()
+        _wait([f for f in futures if not f.done()], min(resend_s, end - time.monotonic()),
+              context)
         for future in futures:
             if future.done() and future.result() is not None:
                 return future.result()
@@ -317,7 +313,7 @@ class TrialWorker:
         if handle is None:
             return None, reason, 0
         result_future = handle.get_result_async()
-        if not _wait(result_future, timeout, context):
+        if not _wait([result_future], timeout, context):
             handle.cancel_goal_async()
             return None, f"no result within {timeout:.0f} s (cancelled)", 0
         wrapped = result_future.result()
