@@ -15,7 +15,7 @@ import pytest
 from mbpl_interfaces.action import RunTrial
 from mbpl_interfaces.msg import ExecutorStatus
 from rclpy.action import ActionClient
-from ros_helpers import node_process, spin_until
+from ros_helpers import node_process, spin_until, unmatched_after
 from test_executor import DT, EXECUTOR, QOS, Arm, Client, Graph, assert_refused
 
 from mbpl_ros.conversions import rollout_from_msg
@@ -100,7 +100,7 @@ class NamespacedClient(Client):
         sub = node.create_subscription(ExecutorStatus, f"{namespace}/controller_executor/status",
                                        self.statuses.append, QOS)
         assert self.action.wait_for_server(timeout_sec=60), f"no executor in {namespace}"
-        assert spin_until(node, lambda: sub.get_publisher_count() > 0, 30)
+        assert not unmatched_after(node, [sub], 30)
 
 
 def camera_graph_processes() -> Graph:

@@ -11,10 +11,8 @@ import time
 
 import numpy as np
 import pytest
-import rclpy
-from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from ros_helpers import destroy_client_node, make_client_node, unmatched_after
 from rosbags.highlevel import AnyReader
 from sensor_msgs.msg import JointState
 from test_recording import typestore
@@ -103,20 +101,14 @@ def test_bridge_killed_mid_trial_aborts_it_out_of_the_fit_and_the_session_recove
     config = TrainConfig(task="reach", graph="ros", conditions=1, samples=3, iterations=1,
                          horizon=30, seed=3, out=tmp_path / "run", progress=False,
                          trial_retries=5)
-    context = rclpy.context.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("bridge_killer", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
+    node = make_client_node()
+    executor = node.executor_for_test
     # In lockstep the bridge publishes a joint state per reset and per command: a handful of
     # them means the first trial is under way (30 steps).
     states: list[JointState] = []
-    matched: list[int] = []
-    node.create_subscription(
+    subscription = node.create_subscription(
         JointState, "/arm0/joint_states", states.append,
-        QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE),
-        event_callbacks=SubscriptionEventCallbacks(
-            matched=lambda info: matched.append(info.current_count)))
+        QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
     try:
         with Graph(config) as graph:
             workers = graph.start_workers()
@@ -124,11 +116,9 @@ def test_bridge_killed_mid_trial_aborts_it_out_of_the_fit_and_the_session_recove
             graph.start_fitter()
             # The whole session takes a few seconds: this node must hear the bridge before it
             # starts (discovery took longer than that on a loaded CI machine).
-            end = time.monotonic() + 60
-            while not (matched and matched[-1] > 0):
-                executor.spin_once(timeout_sec=0.01)
-                assert time.monotonic() < end, "the bridge's joint_states never matched"
-                graph.check_alive()
+            unmatched = unmatched_after(node, [subscription])
+            graph.check_alive()
+            assert not unmatched, "the bridge's joint_states never matched"
             trainer = graph.start_trainer()
             end = time.monotonic() + 120
             while len(states) < 5:
@@ -143,9 +133,7 @@ def test_bridge_killed_mid_trial_aborts_it_out_of_the_fit_and_the_session_recove
                 executor.spin_once(timeout_sec=0.1)
             assert trainer.process.returncode == 0, trainer.log_tail()
     finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.shutdown(context=context)
+        destroy_client_node(node)
     summary = json.loads((config.out / "summary.json").read_text())
     (record,) = summary["iterations"]
     assert record["aborted"], "the trial cut by the bridge's death was not flagged"
