@@ -70,6 +70,8 @@ def test_realtime_hold_commands_at_1khz_and_pd_reset_reaches_the_condition(ros_n
         efforts = np.array([c for _, c in client.commands])
         assert efforts.shape[1] == 7 and np.all(np.isfinite(efforts))
         assert last_status.mode == "hold"
+        # the loop's own lateness figures reach the status (computed in the loop thread)
+        assert last_status.lateness_p99_us > 0 and np.isfinite(last_status.lateness_p99_us)
 
         latest: list[JointState] = []
         ros_node.create_subscription(JointState, "joint_states", lambda m: latest.__setitem__(

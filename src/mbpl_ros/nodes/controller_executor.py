@@ -123,7 +123,7 @@ from mbpl_ros.nodes.executor_camera import ExecutorCamera, StateFields
 from mbpl_ros.nodes.parameters import arm_description, declare_parameters
 from mbpl_ros.nodes.run import run_node
 from mbpl_ros.nodes.state_estimator import STATE_QOS, TARGET_QOS
-from mbpl_ros.realtime import DeadlineLoop, LatestValue, try_realtime_priority
+from mbpl_ros.realtime import DeadlineLoop, LatenessStats, LatestValue, try_realtime_priority
 from mbpl_ros.training.direct import task_conditions
 from mbpl_sim.tasks import TASK_NAMES, Condition, make_task, task_kinematics
 
@@ -135,8 +135,8 @@ MAX_POLICY_HORIZON = 1_000_000
 BRIDGE_ATTEMPT_S = 2.0
 """Lockstep: wait this long for one reset request to the bridge before sending it again, s."""
 STATUS_STATS_S = 2.0
-"""The status message's lateness percentiles cover the last this many seconds: computed in the ROS
-thread, which holds the interpreter meanwhile, so over a short window whatever the stats_file's."""
+"""The status message's lateness percentiles cover the last this many seconds, whatever the
+stats_file's window."""
 EVENT_POLL_S = 0.02
 """How often the ROS thread collects the loop's events (trial results, progress, logs), s. (The
 EventsExecutor has no guard conditions for the loop to wake it with.)"""
@@ -229,6 +229,12 @@ class ControllerExecutor(Node):
         self._publish_s = np.zeros(window)
         """How long each command publish took (the DDS write is most of a tick's work), s."""
         self._cpu_log: list[tuple[float, float, float]] = []
+        self._status_stats: LatenessStats | None = None
+        """Real time: the loop's recent lateness, written by the loop thread at the status rate,
+        read by the status publisher. Computed there, after a tick's command, because the
+        percentiles hold the interpreter for ~0.3 ms: in the ROS thread they stalled the loop's
+        next tick start (bench, 20 s each: p99 lateness 58 µs before, 25 µs after)."""
+        self._status_every = max(1, round(1.0 / (p["status_rate_hz"] * self.period_s)))
         self._last_commanded: StateSample | None = None
         self._command_writer = Float64ArrayWriter(self.arm.n_joints)
         self.realtime_granted = False
@@ -525,11 +531,16 @@ class ControllerExecutor(Node):
             f"control loop at {1.0 / self.period_s:.0f} Hz, SCHED_FIFO "
             f"{'granted' if self.realtime_granted else 'not granted (normal priority)'}")
 
+        status_ticks = round(STATUS_STATS_S / self.period_s)
+
         def tick(i: int) -> bool:
             self._take_state()
             self._control_step()
             if i % 1000 == 0:
                 self._cpu_log.append((time.monotonic(), time.thread_time(), time.process_time()))
+            if i % self._status_every == 0:
+                # after this tick's command: the extra work delays no tick start
+                self._status_stats = self._loop.stats(recent=status_ticks)
             return True
 
         try:
@@ -591,8 +602,8 @@ class ControllerExecutor(Node):
         msg.reason = reason if reason is not None else self.core.reason
         msg.ticks = self.loop_ticks
         msg.trial_step = self.core.trial_step
-        if not self.lockstep:
-            stats = self._loop.stats(recent=round(STATUS_STATS_S / self.period_s))
+        stats = self._status_stats
+        if stats is not None:
             msg.missed_ticks = stats.missed
             msg.lateness_p99_us = 0.0 if np.isnan(stats.p99_us) else stats.p99_us
         self._status_pub.publish(msg)
