@@ -93,9 +93,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
             summary = train_ros(config, settings, record_images=args.record_images)
         else:
+            from mbpl_ros.gps.vision import PretrainingError
             from mbpl_ros.training.gps_loop import train as train_gps
 
-            summary = train_gps(config, settings)
+            try:
+                summary = train_gps(config, settings)
+            except PretrainingError as err:
+                raise SystemExit(f"mbpl train: {err}") from None
     elif config.graph == "ros":
         from mbpl_ros.training.ros_graph import train as train_ros
 

@@ -235,3 +235,42 @@ def test_kinematic_input_is_the_target_estimate_minus_the_end_effector():
     with pytest.raises(ValueError, match="raw observation"):
         net(torch.zeros(5, 4), images)
     assert isinstance(net.kinematics, ChainKinematics)
+
+
+def test_pretraining_starts_again_from_new_seeds_until_the_error_bound():
+    """Each attempt is a fresh network from its own seed; the first one within the bound is
+    kept, and none within it stops the run with every attempt's error."""
+    from mbpl_ros.gps.vision import PretrainingError
+    from mbpl_ros.training.gps_loop import PRETRAIN_RESEED, GPSSettings, pretrain_until_located
+
+    images, centre = _square_images(np.random.default_rng(4), 200)
+    made: dict[int, VisuomotorNet] = {}
+
+    def make(seed: int) -> VisuomotorNet:
+        torch.manual_seed(seed)
+        made[seed] = VisuomotorNet(VisuomotorSpec(4, 2, (16, 16), 4, (16,), pose_dim=2,
+                                                  head_points=False))
+        return made[seed]
+
+    def settings(bound: float | None) -> GPSSettings:
+        return GPSSettings(policy="visuomotor", pretrain_steps=60, pretrain_attempts=3,
+                           pretrain_max_error_m=bound)
+
+    seeds = [5 + k * PRETRAIN_RESEED for k in range(3)]
+    lines: list[str] = []
+    with pytest.raises(PretrainingError, match="in 3 attempts") as failure:
+        pretrain_until_located(make, images, centre, settings(1e-6), 5, lines.append)
+    errors = failure.value.errors
+    assert sorted(made) == seeds and len(errors) == 3 and len(lines) == 3
+    assert len(set(errors)) == 3  # different initialisations, different results
+
+    best = int(np.argmin(errors))
+    made.clear()
+    net, report, got = pretrain_until_located(make, images, centre, settings(errors[best]), 5,
+                                              lines.append)
+    assert got == list(errors[:best + 1]) and net is made[seeds[best]]
+    assert report.holdout_rmse == errors[best]
+
+    made.clear()
+    net, _, got = pretrain_until_located(make, images, centre, settings(None), 5, lines.append)
+    assert len(got) == 1 and net is made[seeds[0]]

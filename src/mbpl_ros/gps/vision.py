@@ -30,6 +30,15 @@ from .networks import VisionLayers
 from .policy import to_image_tensor
 
 
+class PretrainingError(RuntimeError):
+    """The vision layers did not learn to locate what they were pretrained on."""
+
+    def __init__(self, message: str, errors: tuple[float, ...] = ()) -> None:
+        super().__init__(message)
+        self.errors = errors
+        """The held-out error of each attempt."""
+
+
 @dataclass(frozen=True)
 class PretrainReport:
     rmse: float
