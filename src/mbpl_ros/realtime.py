@@ -100,6 +100,16 @@ def try_realtime_priority(priority: int = 80) -> bool:
     return True
 
 
+def phase_locked_start(now: float, event: float, period: float, offset: float,
+                       margin: float = 0.0) -> float:
+    """The first deadline after ``now + margin`` on the grid that has a periodic ``event`` (at
+    time ``event``, repeating every whole number of periods) ``offset`` s after one of its
+    deadlines, 0 <= offset < period. All times on one clock, s."""
+    if not (period > 0 and 0 <= offset < period):
+        raise ValueError(f"expected period > 0 and 0 <= offset < period, found {period}, {offset}")
+    return now + margin + (event - offset - now - margin) % period
+
+
 class DeadlineLoop:
     """Runs ``tick(i)`` every ``period_s`` on absolute deadlines in the calling thread.
 
@@ -121,12 +131,15 @@ class DeadlineLoop:
         self._cpu_s = 0.0
         self._wall_s = 0.0
 
-    def run(self, tick: Callable[[int], bool], stop: threading.Event, max_ticks: int | None = None):
-        """Call ``tick(i)`` until it returns False, ``stop`` is set or ``max_ticks`` ran."""
+    def run(self, tick: Callable[[int], bool], stop: threading.Event, max_ticks: int | None = None,
+            first_deadline: float | None = None):
+        """Call ``tick(i)`` until it returns False, ``stop`` is set or ``max_ticks`` ran; the
+        deadlines are ``first_deadline`` (``time.perf_counter`` s; None: one period from now)
+        plus whole periods."""
         period = self.period_s
         perf = time.perf_counter
         cpu0, wall0 = time.thread_time(), perf()
-        deadline = wall0 + period
+        deadline = wall0 + period if first_deadline is None else first_deadline
         i = 0
         while not stop.is_set() and (max_ticks is None or i < max_ticks):
             remaining = deadline - perf() - self.spin_margin_s

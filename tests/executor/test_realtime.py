@@ -4,8 +4,9 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
-from mbpl_ros.realtime import DeadlineLoop, LatenessStats, LatestValue
+from mbpl_ros.realtime import DeadlineLoop, LatenessStats, LatestValue, phase_locked_start
 
 
 def test_latest_value_keeps_only_the_newest():
@@ -59,3 +60,29 @@ def test_recent_stats_cover_only_the_newest_ticks_across_the_ring_wrap():
     assert recent.work_p99_us >= 0.9 * 3_500 and recent.missed >= 2
     assert whole.missed >= recent.missed + 1  # the tick 25 overrun is in the whole window only
     assert loop.stats(recent=500).ticks == 50  # more than the history: the whole window
+
+
+@pytest.mark.parametrize("event", [10.0237, 9.5, 10.00005, 10.0004])
+def test_phase_locked_start_puts_the_event_at_its_offset_on_the_grid(event):
+    period, offset, now, margin = 0.001, 0.0004, 10.0, 0.0001
+    first = phase_locked_start(now, event, period, offset, margin)
+    assert now + margin <= first < now + margin + period
+    # whole periods from a deadline to the event minus its offset, wherever the event lies
+    periods = (event - offset - first) / period
+    assert periods == pytest.approx(round(periods), abs=1e-6)
+    with pytest.raises(ValueError):
+        phase_locked_start(now, event, period, period)
+
+
+def test_deadline_loop_starts_on_the_given_grid():
+    loop = DeadlineLoop(0.001, history=100)
+    starts: list[float] = []
+    first = time.perf_counter() + 0.0053  # later than the default first deadline (now + 1 ms)
+
+    def tick(i: int) -> bool:
+        starts.append(time.perf_counter())
+        return True
+
+    loop.run(tick, threading.Event(), max_ticks=5, first_deadline=first)
+    # a tick never starts before its deadline (the loop spins until it), whatever the load
+    assert all(s >= first + i * 0.001 for i, s in enumerate(starts))
