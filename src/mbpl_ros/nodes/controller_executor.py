@@ -145,12 +145,12 @@ STATUS_STATS_S = 2.0
 """The status message's lateness percentiles cover the last this many seconds, whatever the
 stats_file's window."""
 EVENT_POLL_S = 0.02
+"""How often the ROS thread collects the loop's events (trial results, progress, logs), s. (The
+EventsExecutor has no guard conditions for the loop to wake it with.)"""
 ROS_WORK_PHASE = 0.2
 """Real time: where in the loop period the event drain's timer expires (fraction after a tick's
 deadline). Its callback starts 0.2-0.5 ms later (measured under load: 0.35-0.7 ms after the
 deadline, p5-p95), after the tick's own work (~0.2 ms) and before the next tick's spin (0.9)."""
-"""How often the ROS thread collects the loop's events (trial results, progress, logs), s. (The
-EventsExecutor has no guard conditions for the loop to wake it with.)"""
 
 
 class GoalError(ValueError):
@@ -561,7 +561,7 @@ class ControllerExecutor(Node):
         # The ROS thread's periodic callbacks need the interpreter: when one holds it as a tick's
         # deadline comes, the tick starts late (a 60 s bench: 407 of the 662 ticks late by more
         # than 100 µs had waited through one). The deadlines are placed so that the event
-        # drain fires ROS_WORK_PHASE of a period after a tick's start, after its work.
+        # drain's timer expires ROS_WORK_PHASE of a period after a deadline.
         until_ns = self._drain_timer.time_until_next_call()
         now = time.perf_counter()
         first = None if until_ns is None else phase_locked_start(
