@@ -142,8 +142,13 @@ def test_bag_of_a_killed_writer_opens_and_appends(tmp_path):
     # A new writer (a resumed session) appends a split and keeps everything.
     with BagWriter(bag, sync=False) as writer:
         writer.write("/rollouts", make_rollout(0)[0])
-    again = read_with_rosbags(bag)
-    assert [m.trial_id for _, m in again] == [str(i) for i in ids] + ["trial-0"]
+    again = [m.trial_id for _, m in read_with_rosbags(bag)]
+    assert again[-1] == "trial-0"
+    # Reopening reindexes: a kill between renaming a new split into place and listing it in
+    # metadata.yaml (the one window, see recording.py) leaves that split's single message
+    # unlisted until then, complete on disk; it comes back in order.
+    kept = [int(t) for t in again[:-1]]
+    assert kept == list(range(len(kept))) and len(ids) <= len(kept) <= len(ids) + 1
 
 
 def test_topic_type_is_fixed(tmp_path):
