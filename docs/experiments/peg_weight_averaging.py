@@ -26,7 +26,8 @@ evaluate = gps_loop._evaluate
 
 def evaluate_with_averages(sim, builder, conditions, policy, config, cost):
     result = evaluate(sim, builder, conditions, policy, config, cost)
-    after_s_step = state["calls"] % 2 == 0  # the training conditions come first, then held-out
+    iteration, after_s_step = divmod(state["calls"], 2)
+    after_s_step = after_s_step == 0  # the training conditions come first, then held-out
     state["calls"] += 1
     if after_s_step:
         weights = {k: v.detach().clone() for k, v in policy.network.state_dict().items()}
@@ -35,7 +36,7 @@ def evaluate_with_averages(sim, builder, conditions, policy, config, cost):
             old = state["ema"].get(beta)
             state["ema"][beta] = weights if old is None else {
                 k: beta * old[k] + (1 - beta) * weights[k] for k in weights}
-        log.append({"iteration": state["calls"] // 2 - 1})
+        log.append({"iteration": iteration})
     kind = "train" if after_s_step else "test"
     variants = {f"ema{beta}": state["ema"][beta] for beta in BETAS}
     variants["last3"] = {k: sum(w[k] for w in state["last"]) / len(state["last"])
