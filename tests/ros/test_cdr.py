@@ -8,6 +8,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
 from mbpl_ros.cdr import (
+    ArmStateReader,
     ArmStateWriter,
     CdrError,
     Float64ArrayWriter,
@@ -48,6 +49,39 @@ def test_read_arm_state_refuses_truncated_and_foreign_encodings():
             read_arm_state(raw[:cut])
     with pytest.raises(CdrError, match="little-endian"):
         read_arm_state(b"\x00\x00" + raw[2:])  # big-endian CDR
+
+
+def test_arm_state_reader_follows_a_stream_whose_shape_changes():
+    """The cached layout is used only while frame id length and array sizes stay the same: a
+    stream that changes them (including to the same byte length) reads like rclpy throughout."""
+    rng = np.random.default_rng(7)
+    # frame ids and sizes chosen so that some different shapes serialize to the same length
+    shapes = [("base", (32, 7, 7, 3)), ("base", (32, 7, 7, 3)), ("lase", (32, 7, 7, 3)),
+              ("base", (0, 7, 7, 0)), ("base_link_xyz", (31, 7, 7, 3)), ("base", (32, 7, 7, 3)),
+              ("base", (35, 7, 7, 0)), ("", (0, 0, 0, 0)), ("base", (32, 7, 7, 3))]
+    lengths = [len(serialize_message(arm_state(rng, f, s))) for f, s in shapes]
+    assert len(set(lengths)) < len(set(shapes)), "no two shapes share a length: test is weak"
+    reader = ArmStateReader()
+    for frame_id, sizes in shapes:
+        msg = arm_state(rng, frame_id, sizes)
+        raw = serialize_message(msg)
+        stamp_ns, x, q, qd, target = reader.read(raw)
+        assert stamp_ns == msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+        for ours, theirs in ((x, msg.x), (q, msg.joint_positions),
+                             (qd, msg.joint_velocities), (target, msg.target_position)):
+            np.testing.assert_array_equal(ours, np.asarray(theirs, dtype=float))
+
+
+def test_arm_state_reader_refuses_what_read_arm_state_refuses():
+    reader = ArmStateReader()
+    raw = serialize_message(arm_state(np.random.default_rng(0), "base", (32, 7, 7, 3)))
+    reader.read(raw)  # layout learned
+    for cut in (3, 12, 40, len(raw) - 1):
+        with pytest.raises(CdrError):
+            reader.read(raw[:cut])
+    with pytest.raises(CdrError, match="little-endian"):
+        reader.read(b"\x00\x00" + raw[2:])
+    np.testing.assert_array_equal(reader.read(raw)[2], read_arm_state(raw)[2])
 
 
 def test_header_stamp_of_a_joint_state():

@@ -33,6 +33,10 @@ Figures:
     step and the publish. Matched by the joint state's header stamp (sim time, unique per
     physics step). Both times are this machine's wall clock, so no cross-machine sync is
     involved; a subscriber that lags only drops samples, it never biases them.
+  * vm_steal_frac: the share of all CPUs' time the hypervisor took (/proc/stat steal) while both
+    loops ran. On this VM it is ~1 %, in stalls of a few ms of one virtual CPU at a time: a loop
+    on that CPU misses 2-3 deadlines per stall, so both loops' missed counts are a few dozen such
+    events per minute, counted with their Poisson noise.
 Also saves a PNG (latency histogram and lateness percentiles) and prints its path.
 """
 
@@ -106,6 +110,16 @@ def _window_cpu(cpu_log: list, t0: float, t1: float) -> tuple[float, float]:
         return float("nan"), float("nan")
     (w0, th0, p0), (w1, th1, p1) = inside[0], inside[-1]
     return (th1 - th0) / (w1 - w0), (p1 - p0) / (w1 - w0)
+
+
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(steal, total) CPU time of all CPUs from /proc/stat, in clock ticks (None: not Linux)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal [guest guest_nice, counted in user/nice]
+    return (fields[7], sum(fields[:8])) if len(fields) >= 8 else None
 
 
 def _probe(path: Path) -> None:
@@ -187,18 +201,21 @@ def _measure(seconds: float, warmup: float, priority: int, env: dict, workdir: P
                                 stdout=subprocess.PIPE, text=True, start_new_session=True)
         if bare.stdout.readline().strip() != "started":
             raise RuntimeError("the bare loop process did not start")
-        t0, wall0 = time.monotonic(), time.time()
+        t0, wall0, jiffies0 = time.monotonic(), time.time(), _cpu_jiffies()
         if bare.wait() != 0:
             raise RuntimeError(f"the bare loop process failed (exit {bare.returncode})")
-        t1, wall1 = time.monotonic(), time.time()
+        t1, wall1, jiffies1 = time.monotonic(), time.time(), _cpu_jiffies()
         check_executor()
     finally:
         _stop(executor)
     if not stats_file.is_file():
         raise RuntimeError(f"the executor wrote no statistics; see {log}")
     report = json.loads(stats_file.read_text())
+    steal = float("nan")
+    if jiffies0 and jiffies1 and jiffies1[1] > jiffies0[1]:
+        steal = (jiffies1[0] - jiffies0[0]) / (jiffies1[1] - jiffies0[1])
     return report, json.loads(bare_file.read_text()), {"t0": t0, "t1": t1, "wall0": wall0,
-                                                       "wall1": wall1}
+                                                       "wall1": wall1, "steal": steal}
 
 
 def _latencies(report: dict, window: dict, probe_file: Path) -> np.ndarray:
@@ -319,6 +336,7 @@ def run(argv: list[str] | None = None) -> dict:
         "executor_process_cpu_frac": process_cpu,
         "sched_fifo": {"executor": report["sched_fifo"], "bare": bare_fifo},
         "state_to_command_samples": int(latency_us.size),
+        "vm_steal_frac": window["steal"],
     }
     for name, stats in (("executor", executor), ("bare", bare)):
         print(f"{name:>8}: {stats['ticks']} ticks, {stats['missed']} missed, lateness p50 "
@@ -329,6 +347,8 @@ def run(argv: list[str] | None = None) -> dict:
                  f"{stats['publish_p99_us']:.0f} µs" if "work_p50_us" in stats else ""))
     print(f"executor: loop thread {loop_cpu:.0%} of a core, whole process {process_cpu:.0%}; "
           f"SCHED_FIFO executor {report['sched_fifo']}, bare {bare_fifo}")
+    print(f"CPU time taken by the hypervisor (steal) while both loops ran: {window['steal']:.1%} "
+          "(it stalls whichever loop's virtual CPU it hits, often for milliseconds)")
     print(f"state -> command: p50 {p50:.0f} µs, p99 {p99:.0f} µs over {latency_us.size} states "
           "the executor used (joint state published by the bridge -> command published)")
     ratio = executor["p99_us"] / bare["p99_us"] if bare["p99_us"] > 0 else float("inf")

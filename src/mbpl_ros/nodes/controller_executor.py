@@ -81,7 +81,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
-from mbpl_ros.cdr import CdrError, Float64ArrayWriter, read_arm_state
+from mbpl_ros.cdr import ArmStateReader, CdrError, Float64ArrayWriter
 from mbpl_ros.conversions import (
     MessageError,
     condition_with_overrides,
@@ -248,6 +248,7 @@ class ControllerExecutor(Node):
         self._status_every = max(1, round(1.0 / (p["status_rate_hz"] * self.period_s)))
         self._last_commanded: StateSample | None = None
         self._command_writer = Float64ArrayWriter(self.arm.n_joints)
+        self._state_bytes = ArmStateReader()
         self.realtime_granted = False
 
         group = ReentrantCallbackGroup()
@@ -486,7 +487,7 @@ class ControllerExecutor(Node):
             return
         raw, info = taken
         try:
-            fields = read_arm_state(raw)
+            fields = self._state_bytes.read(raw)
         except CdrError as err:
             self._log_once_per_s("bad_state", f"state rejected: {err}")
             return
