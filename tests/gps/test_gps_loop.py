@@ -88,3 +88,41 @@ def test_a_visuomotor_run_with_a_world_camera_records_its_pose(tmp_path):
     extra = torch.load(out / "policy.pt", weights_only=True)["extra"]
     assert extra["camera_eye"] == [1.3, 0.0, 0.45]
     assert extra["camera_look_at"] == [0.5, 0.0, 0.15]
+
+
+def test_best_iteration_is_chosen_on_the_training_conditions_only():
+    from mbpl_ros.training.gps_loop import best_iteration
+
+    def it(i, train, cost, test):
+        return {"iteration": i, "train_success_rate": train, "policy_cost": cost,
+                "test_success_rate": test}
+
+    runs = [it(0, 0.25, 90.0, 0.9), it(1, 0.75, 50.0, 0.1), it(2, 0.75, 40.0, 0.2),
+            it(3, 0.5, 10.0, 1.0)]
+    # highest training success, the tie broken by the lower training cost; never by held-out
+    assert best_iteration(runs) == it(2, 0.75, 40.0, 0.2)
+    assert best_iteration(runs[:2]) == it(1, 0.75, 50.0, 0.1)
+    assert best_iteration([it(0, 0.5, float("nan"), 0.0), it(1, 0.25, 3.0, 0.0)])["iteration"] == 1
+    assert best_iteration([]) is None
+
+
+def test_mdgps_run_keeps_the_policy_that_did_best_on_the_training_conditions(tmp_path):
+    import torch
+
+    from mbpl_ros.training.gps_loop import best_iteration
+
+    out = tmp_path / "run"
+    assert main(["train", "--algorithm", "mdgps", "--task", "reach", "--conditions", "2",
+                 "--samples", "2", "--iterations", "3", "--horizon", "8",
+                 "--policy-steps", "10", "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    best = summary["best_policy"]
+    assert best == best_iteration(summary["iterations"])
+    saved = torch.load(out / "best_policy.pt", weights_only=True)
+    assert saved["extra"]["iteration"] == best["iteration"]
+    final = torch.load(out / "policy.pt", weights_only=True)
+    assert final["extra"]["iteration"] == 2
+    if best["iteration"] == 2:
+        for key, value in final["state_dict"].items():
+            assert torch.equal(value, saved["state_dict"][key])
+    load_policy(out / "best_policy.pt", joint_names=summary["robot"]["joints"])

@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 
 from mbpl_ros.gps.policy import load_policy  # noqa: E402
 from mbpl_ros.training.direct import make_problem  # noqa: E402
-from mbpl_ros.training.gps_loop import GPSSettings  # noqa: E402
+from mbpl_ros.training.gps_loop import GPSSettings, best_iteration  # noqa: E402
 
 SETTINGS = GPSSettings(test_conditions=2)
 
@@ -67,6 +67,11 @@ def test_mdgps_through_the_graph_improves_the_global_policy_and_resumes(tmp_path
     # executor's joint-limit guard had no reason to act.
     path = out / its[-1]["policy_file"]
     assert path.exists() and (out / "policy.pt").exists() and (out / "gps_state.pt").exists()
+    # best_policy.pt is the iteration file of the best training-condition result (after resume)
+    best = summary["best_policy"]
+    assert best == best_iteration(its)
+    assert (out / "best_policy.pt").read_bytes() == \
+        (out / its[best["iteration"]]["policy_file"]).read_bytes()
     policy = load_policy(path)
     cfg = config(out, 3)
     problem = make_problem(cfg, np.random.default_rng(cfg.seed))

@@ -48,9 +48,10 @@ Guided policy search (``algorithm`` mdgps or badmm; the iteration of
                  system the executors share) on every training condition and on the held-out
                  ``test_conditions`` (their q0 and target sent in the goal);
   5. done        summary.json with the GPS fields of the direct loop (``train_success_rate``,
-                 ``test_success_rate``, ``policy_cost``, ...), controllers.npz, policy.pt, plots,
-                 and ``gps_state.pt``: the whole algorithm state (policy, optimiser, policy prior,
-                 step sizes, duals) for ``resume``.
+                 ``test_success_rate``, ``policy_cost``, ..., ``best_policy``), controllers.npz,
+                 policy.pt, best_policy.pt (a copy of the iteration file that did best on the
+                 training conditions), plots, and ``gps_state.pt``: the whole algorithm state
+                 (policy, optimiser, policy prior, step sizes, duals) for ``resume``.
 Only the state-based MLP policy trains through ROS: a visuomotor policy's vision pretraining
 needs images of random arm poses and targets, which this trainer has no simulator for (the
 executor runs a visuomotor policy trained with ``--graph direct``, in lockstep).
@@ -61,6 +62,7 @@ from __future__ import annotations
 import fcntl
 import json
 import re
+import shutil
 import threading
 import time
 from collections.abc import Sequence
@@ -806,16 +808,20 @@ class GpsTrainer(Node):
         import torch
 
         from mbpl_ros.gps.policy import save_policy
-        from mbpl_ros.training.gps_loop import write_policy_plot
+        from mbpl_ros.training.gps_loop import best_iteration, write_policy_plot
         from mbpl_ros.training.report import write_plots
 
         cfg, algo, out = self.config, self.algo, self.config.out
+        best = summary["best_policy"] = best_iteration(summary["iterations"])
         path = out / "summary.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(summary, indent=2))
         tmp.replace(path)
         save_policy(algo.policy, out / "policy.pt", task=cfg.task, dt=cfg.dt,
                     algorithm=cfg.algorithm, iteration=algo.iterations_done - 1)
+        if best is not None:
+            record = next(r for r in summary["iterations"] if r["iteration"] == best["iteration"])
+            shutil.copyfile(out / record["policy_file"], out / "best_policy.pt")
         ctrls = algo.controllers
         np.savez(out / "controllers.npz", K=np.stack([c.K for c in ctrls]),
                  k=np.stack([c.k for c in ctrls]), covar=np.stack([c.covar for c in ctrls]),

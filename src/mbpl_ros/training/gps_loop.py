@@ -19,12 +19,15 @@ noiseless policy cost on the training conditions), ``test_policy_cost``, ``test_
 (final distance and success per test condition), ``policy_loss``, ``policy_kl``, ``sampled``
 (controllers or policy) and ``policy_faults`` (actions replaced by zeros because of non-finite
 values). The run directory also gets ``policy.pt`` (:func:`~mbpl_ros.gps.policy.save_policy`),
+``best_policy.pt`` (the iteration whose policy did best on the training conditions, named in
+``summary["best_policy"]``: :func:`best_iteration`),
 ``controllers.npz``, ``training.png`` and ``policy.png`` (policy success per iteration).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -400,6 +403,13 @@ def train(config: TrainConfig, settings: GPSSettings | None = None) -> dict:
             np.savez(config.out / "samples.npz",
                      obs=np.concatenate([o.obs for o in observations]),
                      state_names=np.array(spec.state_names))
+        best = summary.get("best_policy")
+        if best is not None:
+            held_out = ("" if best["test_success_rate"] is None
+                        else f", held-out success {best['test_success_rate']:.0%}")
+            _log(config, f"best policy on the training conditions: iteration {best['iteration']} "
+                         f"(training success {best['train_success_rate']:.0%}{held_out}), "
+                         f"{config.out / 'best_policy.pt'}")
         return summary
     finally:
         sim.close()
@@ -483,9 +493,31 @@ def _log(config: TrainConfig, line: str) -> None:
     print(line, flush=True)
 
 
+def best_iteration(iterations: list[dict]) -> dict | None:
+    """The iteration whose noiseless policy did best on the *training* conditions: the highest
+    success rate there, ties broken by the lower mean policy cost there. Held-out results play no
+    part, so the held-out success of the chosen policy is still a fair estimate.
+
+    Why: the held-out success swings by 20-90 points between late iterations (peg), and the last
+    policy is where a swing happened to leave it. Measured on 62 earlier peg runs (their
+    summaries, every iteration evaluated): held-out success 69 % mean for the last iteration's
+    policy, 73 % for this choice (README, guided policy search).
+    """
+    scored = [r for r in iterations if r.get("train_success_rate") is not None
+              and r.get("policy_cost") is not None and np.isfinite(r["policy_cost"])]
+    if not scored:
+        return None
+    best = max(scored, key=lambda r: (r["train_success_rate"], -r["policy_cost"]))
+    return {"iteration": best["iteration"], "train_success_rate": best["train_success_rate"],
+            "policy_cost": best["policy_cost"],
+            "test_success_rate": best.get("test_success_rate")}
+
+
 def _write_run(config: TrainConfig, summary: dict, algo, policy: GaussianPolicy,
                state_names: list[str]) -> None:
     out = config.out
+    summary["best_policy"] = best_iteration(summary["iterations"])
+    latest = summary["iterations"][-1]["iteration"]
     path = out / "summary.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(summary, indent=2))
@@ -497,7 +529,9 @@ def _write_run(config: TrainConfig, summary: dict, algo, policy: GaussianPolicy,
         camera["camera_eye"] = list(gps["camera_eye"])
         camera["camera_look_at"] = gps.get("camera_look_at")
     save_policy(policy, out / "policy.pt", task=config.task, dt=config.dt,
-                algorithm=config.algorithm, **camera)
+                algorithm=config.algorithm, iteration=latest, **camera)
+    if summary["best_policy"] is not None and summary["best_policy"]["iteration"] == latest:
+        shutil.copyfile(out / "policy.pt", out / "best_policy.pt")
     ctrls = algo.controllers
     np.savez(out / "controllers.npz", K=np.stack([c.K for c in ctrls]),
              k=np.stack([c.k for c in ctrls]), covar=np.stack([c.covar for c in ctrls]),
@@ -523,6 +557,10 @@ def write_policy_plot(summary: dict, out: Path) -> Path:
     ax_s.set_xlabel("iteration")
     ax_s.set_ylabel("policy success rate")
     ax_s.set_title(f"{summary['algorithm']} {summary['gps']['policy']} policy: success")
+    best = summary.get("best_policy")
+    if best is not None:
+        ax_s.axvline(best["iteration"], color="grey", linestyle=":",
+                     label=f"best on training (iteration {best['iteration']})")
     ax_s.legend()
     ax_c.plot(x, [r["policy_cost"] for r in its], "o-", label="policy (training conditions)")
     if its and its[0]["test_policy_cost"] is not None:
