@@ -34,9 +34,9 @@ Figures:
     physics step). Both times are this machine's wall clock, so no cross-machine sync is
     involved; a subscriber that lags only drops samples, it never biases them.
   * vm_steal_frac: the share of all CPUs' time the hypervisor took (/proc/stat steal) while both
-    loops ran. On this VM it is ~1 %, in stalls of a few ms of one virtual CPU at a time: a loop
-    on that CPU misses 2-3 deadlines per stall, so both loops' missed counts are a few dozen such
-    events per minute, counted with their Poisson noise.
+    loops ran: 0.1-10 % on this VM (2026-11-29). Most of the executor's missed ticks were gaps
+    of 2-3 ms that began while its loop slept (traced per tick), so its missed count is a few
+    dozen such stalls per 30 s, and the ratio to the bare loop's count is noisy.
 Also saves a PNG (latency histogram and lateness percentiles) and prints its path.
 """
 
