@@ -100,20 +100,15 @@ class _Reader:
 
 def read_arm_state(raw: bytes) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A serialized mbpl_interfaces/ArmState as (stamp_ns, x, joint_positions, joint_velocities,
-    target_position); the arrays are read-only views of ``raw``."""
-    reader = _Reader(raw)
-    stamp_ns, _ = reader.header()
-    x = reader.float64_sequence()
-    q = reader.float64_sequence()
-    qd = reader.float64_sequence()
-    target = reader.float64_sequence()
-    return stamp_ns, x, q, qd, target
+    target_position); the arrays are read-only views of ``raw``. (One message: a stream is read
+    faster by one :class:`ArmStateReader`.)"""
+    return ArmStateReader().read(raw)
 
 
 class ArmStateReader:
-    """Reads serialized mbpl_interfaces/ArmState messages like :func:`read_arm_state`, faster for a
-    stream of messages of one shape (one frame id length, the same array sizes), as the control
-    loop takes 1000 times a second.
+    """Reads serialized mbpl_interfaces/ArmState messages (as :func:`read_arm_state` describes),
+    fast for a stream of messages of one shape (one frame id length, the same array sizes), as
+    the control loop takes 1000 times a second.
 
     The first message is parsed field by field and its layout (where the counts and arrays sit)
     kept; a later message of the same length is read with one struct call, which also returns its
