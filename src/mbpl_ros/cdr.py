@@ -190,15 +190,13 @@ class JointStateReader:
         return stamp_ns, frame.decode(), self._names, position, velocity
 
 
-def _template(msg, arrays: list[np.ndarray]) -> tuple[bytearray, list[int]]:
+def _template(msg, arrays: list[np.ndarray], walk) -> tuple[bytearray, list[int]]:
     """rclpy's serialization of ``msg`` (whose float64 arrays hold ``arrays``, distinct values
-    found nowhere else) and the byte offset of each array in it."""
+    found nowhere else), with the bytes ``walk`` does not read zeroed (see :func:`_zero_padding`),
+    and the byte offset of each array in it."""
     from rclpy.serialization import serialize_message
 
-    raw = serialize_message(msg)
-    if raw[:2] != CDR_LITTLE_ENDIAN:
-        raise CdrError(f"rclpy serialized with encapsulation {raw[:2].hex()}, not "
-                       "little-endian CDR")
+    raw = _zero_padding(serialize_message(msg), walk)
     offsets = []
     for a in arrays:
         start = raw.find(a.astype("<f8").tobytes()) if a.size else -1
@@ -208,10 +206,51 @@ def _template(msg, arrays: list[np.ndarray]) -> tuple[bytearray, list[int]]:
     return bytearray(raw), offsets
 
 
+class _SpanRecorder(_Reader):
+    """A :class:`_Reader` that records which bytes its reads covered."""
+
+    def __init__(self, raw: bytes) -> None:
+        super().__init__(raw)
+        self.meaningful = bytearray(len(raw))
+        self.meaningful[:ENCAPSULATION_HEADER] = b"\x01" * ENCAPSULATION_HEADER
+
+    def _need(self, size: int) -> int:
+        start = super()._need(size)
+        self.meaningful[start:start + size] = b"\x01" * size
+        return start
+
+
+def _zero_padding(raw: bytes, walk) -> bytearray:
+    """``raw`` with zeros in every byte that ``walk`` (reading the message's fields from a
+    :class:`_SpanRecorder`) did not read.
+
+    Fast CDR skips alignment padding without writing it, and rmw's serialized length can run past
+    the last field, so rclpy's serialization carries whatever its buffer held in those bytes; a
+    template copied from it would send them with every message.
+    """
+    recorder = _SpanRecorder(raw)
+    walk(recorder)
+    return bytearray(b if keep else 0 for b, keep in zip(raw, recorder.meaningful, strict=True))
+
+
 def _markers(*sizes: int) -> list[np.ndarray]:
     total = sum(sizes)
     values = 1.0 + np.arange(total) / (total + 1.0)
     return np.split(values, np.cumsum(sizes)[:-1])
+
+
+def _walk_arm_state(reader: _Reader) -> None:
+    reader.header()
+    for _ in range(4):  # x, joint_positions, joint_velocities, target_position
+        reader.float64_sequence()
+
+
+def _walk_float64_array(reader: _Reader) -> None:
+    """std_msgs/Float64MultiArray with an empty layout."""
+    if reader.uint32() != 0:
+        raise CdrError("Float64MultiArray template: expected an empty layout.dim")
+    reader.uint32()  # layout.data_offset
+    reader.float64_sequence()
 
 
 class ArmStateWriter:
@@ -233,7 +272,7 @@ class ArmStateWriter:
             msg = ArmState(x=x.tolist(), joint_positions=q.tolist(),
                            joint_velocities=qd.tolist(), target_position=target.tolist())
             msg.header.frame_id = frame_id
-            self._templates[key] = _template(msg, [x, q, qd, target])
+            self._templates[key] = _template(msg, [x, q, qd, target], _walk_arm_state)
         return self._templates[key]
 
     def serialize(self, stamp_ns: int, frame_id: str, q: np.ndarray, qd: np.ndarray,
@@ -266,7 +305,8 @@ class Float64ArrayWriter:
         if n < 1:
             raise ValueError(f"n: expected >= 1 values, found {n}")
         (marker,) = _markers(n)
-        template, (start,) = _template(Float64MultiArray(data=marker.tolist()), [marker])
+        template, (start,) = _template(Float64MultiArray(data=marker.tolist()), [marker],
+                                       _walk_float64_array)
         self.n = n
         self._prefix = bytes(template[:start])
         self._suffix = bytes(template[start + 8 * n:])

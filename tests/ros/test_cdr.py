@@ -92,13 +92,26 @@ def test_header_stamp_of_a_joint_state():
     assert header_stamp_ns(serialize_message(msg)) == 12_345_678_901
 
 
+def assert_rclpy_bytes_with_zero_padding(raw: bytes, msg) -> None:
+    """``raw`` is rclpy's serialization of ``msg`` except in alignment padding and past the last
+    field, which Fast CDR leaves as whatever its buffer held and the writers set to zero."""
+    expected = serialize_message(msg)
+    assert len(raw) == len(expected)
+    assert deserialize_message(raw, type(msg)) == msg
+    differ = [i for i, (a, b) in enumerate(zip(raw, expected, strict=True)) if a != b]
+    assert all(raw[i] == 0 for i in differ), differ
+
+
 @pytest.mark.parametrize("n", [1, 3, 7])
 def test_float64_array_writer_matches_rclpy(n):
     values = np.random.default_rng(n).normal(size=n)
     writer = Float64ArrayWriter(n)
     raw = writer.serialize(values)
-    assert raw == serialize_message(Float64MultiArray(data=values.tolist()))
-    np.testing.assert_array_equal(deserialize_message(raw, Float64MultiArray).data, values)
+    assert_rclpy_bytes_with_zero_padding(raw, Float64MultiArray(data=values.tolist()))
+    # empty layout, data offset, length: the float64s start at 20, after four bytes of padding
+    assert raw[16:20] == bytes(4)
+    assert Float64ArrayWriter(n).serialize(values) == raw  # no buffer leftovers in the template
+    np.testing.assert_array_equal(np.frombuffer(raw[20:], "<f8"), values)
     with pytest.raises(ValueError, match="shape"):
         writer.serialize(np.zeros(n + 1))
 
@@ -136,6 +149,6 @@ def test_arm_state_writer_matches_rclpy(frame_id, with_x):
         msg.joint_positions, msg.joint_velocities = q.tolist(), qd.tolist()
         if with_x:
             msg.x, msg.target_position = x.tolist(), target.tolist()
-        assert raw == serialize_message(msg)
+        assert_rclpy_bytes_with_zero_padding(raw, msg)
     with pytest.raises(ValueError, match="shape"):
         writer.serialize(0, frame_id, np.zeros(n + 1), np.zeros(n))
