@@ -121,7 +121,6 @@ from mbpl_ros.executor import (
     TrialSpec,
 )
 from mbpl_ros.nodes.executor_camera import ExecutorCamera, StateFields
-from mbpl_ros.nodes.loop_io import LoopIo
 from mbpl_ros.nodes.parameters import arm_description, declare_parameters
 from mbpl_ros.nodes.run import run_node
 from mbpl_ros.nodes.state_estimator import STATE_QOS, TARGET_QOS
@@ -239,9 +238,8 @@ class ControllerExecutor(Node):
         self._latency_time = np.zeros(window)
         self._latency_count = 0
         self._publish_s = np.zeros(window)
-        self._published = 0
-        """How long each command publish took (the DDS write; real time: in the I/O thread), s."""
-        self._cpu_log: list[tuple[float, float, float, float]] = []
+        """How long each command publish took (the DDS write is most of a tick's work), s."""
+        self._cpu_log: list[tuple[float, float, float]] = []
         self._status_stats: LatenessStats | None = None
         """Real time: the loop's recent lateness, written by the loop thread at the status rate,
         read by the status publisher. Computed there, after a tick's command, because the
@@ -266,23 +264,18 @@ class ControllerExecutor(Node):
             callback_group=group)
         self._rollout_pub = self.create_publisher(Rollout, "rollouts", 10)
         self._status_pub = self.create_publisher(ExecutorStatus, "~/status", 10)
-        self._io: LoopIo | None = None
         if self.lockstep:
             self.create_subscription(ArmState, "state", self._on_state, STATE_QOS)
             self._state_reader: Node | None = None
         else:
-            # Real time: a thread of the loop's own (LoopIo) takes the states, from a
-            # subscription on a second node that no ROS executor spins, and publishes the
-            # commands, so that the loop never waits inside DDS.
+            # Real time: the loop thread takes each state itself at the start of its tick, from
+            # a subscription on a second node that no ROS executor spins. The keep-last(1) DDS
+            # reader is then the loop's input slot, and no callback thread competes with the
+            # loop for the interpreter 1000 times a second.
             self._state_reader = Node(f"{self.get_name()}_state_reader",
                                       namespace=self.get_namespace(), context=self.context)
-            state_sub = self._state_reader.create_subscription(
+            self._state_sub = self._state_reader.create_subscription(
                 ArmState, "state", lambda _: None, STATE_QOS)
-            self._io = LoopIo(
-                self._state_reader, state_sub, self._command_pub, on_state=self._on_raw_state,
-                on_published=self._on_published,
-                on_error=lambda message: self._log_once_per_s("loop_io", message),
-                priority=max(0, self.realtime_priority - 1))
         self.create_service(Trigger, "~/estop", self._on_estop, callback_group=group)
         self.create_service(Trigger, "~/release", self._on_release, callback_group=group)
         self.create_service(Trigger, "~/hold", self._on_hold, callback_group=group)
@@ -485,16 +478,21 @@ class ControllerExecutor(Node):
         if self._accept_state(stamp_ns, *fields, received=time.monotonic()):
             self._wake.set()
 
-    def _on_raw_state(self, raw: bytes, received_ns: int) -> None:
-        """Real time, I/O thread: a state taken as bytes, read straight into numpy (rclpy's
-        message conversion would hold the interpreter for ~100 µs)."""
+    def _take_state(self) -> None:
+        """Real time, loop thread: take the newest state waiting in the DDS reader, if any, as
+        bytes read straight into numpy (rclpy's message conversion would hold the interpreter
+        for ~100 µs per tick)."""
+        taken = self._state_sub.handle.take_message(ArmState, True)
+        if taken is None:
+            return
+        raw, info = taken
         try:
             fields = self._state_bytes.read(raw)
         except CdrError as err:
             self._log_once_per_s("bad_state", f"state rejected: {err}")
             return
         # Stamped with its arrival, not this take: the watchdog must see how old it really is.
-        age_s = max(0.0, time.time() - received_ns * 1e-9)
+        age_s = max(0.0, time.time() - info["received_timestamp"] * 1e-9)
         self._accept_state(*fields, received=time.monotonic() - age_s)
 
     def _accept_state(self, stamp_ns: int, x: np.ndarray, q: np.ndarray, qd: np.ndarray,
@@ -523,33 +521,24 @@ class ControllerExecutor(Node):
             self.core.submit(EStop(f"internal error in the control step: {err!r}"))
             self._log_once_per_s("loop_error", f"control step failed, e-stop: {err!r}")
         if effort is not None:
-            raw = self._command_writer.serialize(effort)
-            if self._io is not None:
-                self._io.send(raw, sample)
-            else:
-                try:
-                    start = time.perf_counter()
-                    self._command_pub.publish(raw)
-                    self._on_published(sample, start, time.perf_counter())
-                except RCLError:
-                    if self.context.ok():
-                        raise
-                    self._stop.set()  # shutting down: the context went away under the loop
-                    return
+            try:
+                raw = self._command_writer.serialize(effort)
+                start = time.perf_counter()
+                self._command_pub.publish(raw)
+                self._publish_s[self.loop_ticks % self._publish_s.size] = \
+                    time.perf_counter() - start
+            except RCLError:
+                if self.context.ok():
+                    raise
+                self._stop.set()  # shutting down: the context went away under the loop
+                return
+            if sample is not None and sample is not self._last_commanded:
+                self._last_commanded = sample
+                i = self._latency_count % self._latency_time.size
+                self._latency_stamp_ns[i] = sample.stamp_ns
+                self._latency_time[i] = time.time()  # wall clock, as DDS source timestamps
+                self._latency_count += 1
         self.loop_ticks += 1
-
-    def _on_published(self, sample: StateSample | None, start: float, end: float) -> None:
-        """A command computed from ``sample`` was published between ``start`` and ``end``
-        (perf_counter s): record the write's duration and, for the first command from each
-        state, the state-to-command latency."""
-        self._publish_s[self._published % self._publish_s.size] = end - start
-        self._published += 1
-        if sample is not None and sample is not self._last_commanded:
-            self._last_commanded = sample
-            i = self._latency_count % self._latency_time.size
-            self._latency_stamp_ns[i] = sample.stamp_ns
-            self._latency_time[i] = time.time()  # wall clock, as DDS source timestamps
-            self._latency_count += 1
 
     def _realtime_loop(self) -> None:
         if self.realtime_priority > 0:
@@ -561,9 +550,10 @@ class ControllerExecutor(Node):
         status_ticks = round(STATUS_STATS_S / self.period_s)
 
         def tick(i: int) -> bool:
+            self._take_state()
             self._control_step()
             if i % 1000 == 0:
-                self._log_cpu()
+                self._cpu_log.append((time.monotonic(), time.thread_time(), time.process_time()))
             if i % self._status_every == 0:
                 # after this tick's command: the extra work delays no tick start
                 self._status_stats = self._loop.stats(recent=status_ticks)
@@ -581,11 +571,7 @@ class ControllerExecutor(Node):
         try:
             self._loop.run(tick, self._stop, first_deadline=first)
         finally:
-            self._log_cpu()
-
-    def _log_cpu(self) -> None:
-        io_cpu = float("nan") if self._io is None else self._io.cpu_time()
-        self._cpu_log.append((time.monotonic(), time.thread_time(), time.process_time(), io_cpu))
+            self._cpu_log.append((time.monotonic(), time.thread_time(), time.process_time()))
 
     def _lockstep_loop(self) -> None:
         while not self._stop.is_set():
@@ -1066,7 +1052,7 @@ class ControllerExecutor(Node):
 
     def _publish_percentiles(self) -> dict | None:
         """p50 / p99 of the command publish, µs, over the stats window (None: no tick yet)."""
-        n = min(self._published, self._publish_s.size)
+        n = min(self.loop_ticks, self._publish_s.size)
         if n == 0:
             return None
         p50, p99 = np.percentile(self._publish_s[:n] * 1e6, [50, 99])
@@ -1075,8 +1061,7 @@ class ControllerExecutor(Node):
     def loop_report(self) -> dict:
         """Loop statistics and, for each state the loop used, its header stamp (ns) and the wall
         time (time.time(), s) at which the first command computed from it was published; the CPU
-        log holds (monotonic s, loop-thread CPU s, process CPU s, I/O-thread CPU s or NaN) about
-        once a second."""
+        log holds (monotonic s, loop-thread CPU s, process CPU s) about once a second."""
         n = min(self._latency_count, self._latency_time.size)
         order = np.argsort(self._latency_time[:n], kind="stable")
         return {
@@ -1086,9 +1071,6 @@ class ControllerExecutor(Node):
             "loop_ticks": self.loop_ticks,
             "lateness": None if self.lockstep else self._loop.stats().as_dict(),
             "publish_us": self._publish_percentiles(),
-            "io": None if self._io is None else {
-                "sched_fifo": self._io.realtime_granted,
-                "commands_superseded": self._io.superseded},
             "cpu_log": self._cpu_log,
             "command_state_stamp_ns": self._latency_stamp_ns[:n][order].tolist(),
             "command_time": self._latency_time[:n][order].tolist(),
@@ -1100,10 +1082,6 @@ class ControllerExecutor(Node):
             self._stop.set()
             self._wake.set()
             thread.join(timeout=2.0)
-        io = getattr(self, "_io", None)
-        if io is not None:
-            io.close()
-        if thread is not None:
             if self.stats_file:
                 Path(self.stats_file).write_text(json.dumps(self.loop_report()))
         loader = getattr(self, "_loader", None)
