@@ -3,8 +3,9 @@
 rclpy turns a taken message into Python objects through property setters that type-check every
 field: about 60 µs for a 7-float Float64MultiArray on this machine, and as much again to publish
 one. At 1 kHz that is a tenth of a core spent holding the interpreter. The loops instead take the
-serialized bytes (``take_message(..., raw=True)``, ``publish(bytes)``) and use the two readers and
-the one writer here, which cover exactly the messages on the loop's path.
+serialized bytes (``take_message(..., raw=True)``, ``publish(bytes)``) and use the readers and
+writers here, which cover exactly the messages on the loops' paths (the executor's and the sim
+bridge's).
 
 Only classic little-endian CDR (the encapsulation Fast DDS and Cyclone DDS use for ROS 2 topics) is
 handled; anything else raises :class:`CdrError`, so a caller can fall back to rclpy's converter.
@@ -67,14 +68,17 @@ class _Reader:
         self.pos += 4
         return value
 
+    def string(self) -> bytes:
+        length = self.uint32()
+        start = self._need(length)
+        self.pos += length
+        return self.raw[start:start + max(length - 1, 0)]
+
     def header(self) -> tuple[int, bytes]:
         """std_msgs/Header: (stamp in ns, frame_id as raw bytes, decoded only by who needs it)."""
         sec, nanosec = _STAMP.unpack_from(self.raw, self._need(8))
         self.pos += 8
-        length = self.uint32()
-        start = self._need(length)
-        self.pos += length
-        return sec * 1_000_000_000 + nanosec, self.raw[start:start + max(length - 1, 0)]
+        return sec * 1_000_000_000 + nanosec, self.string()
 
     def string_sequence_block(self) -> bytes:
         """The raw bytes of a sequence of strings (count, then length-prefixed strings): equal
@@ -155,6 +159,18 @@ class ArmStateReader:
         self._shape = tuple(shape)
         self._arrays = tuple(arrays)
         return (stamp_ns, *values)
+
+
+def read_float64_array(raw: bytes) -> np.ndarray:
+    """The data of a serialized std_msgs/Float64MultiArray (its layout is read past, not
+    interpreted), as a read-only view of ``raw``."""
+    reader = _Reader(raw)
+    for _ in range(reader.uint32()):  # layout.dim: label, size, stride
+        reader.string()
+        reader.uint32()
+        reader.uint32()
+    reader.uint32()  # layout.data_offset
+    return reader.float64_sequence()
 
 
 def decode_string_sequence(block: bytes) -> list[str]:
@@ -245,6 +261,13 @@ def _walk_arm_state(reader: _Reader) -> None:
         reader.float64_sequence()
 
 
+def _walk_joint_state(reader: _Reader) -> None:
+    reader.header()
+    reader.string_sequence_block()  # name
+    for _ in range(3):  # position, velocity, effort
+        reader.float64_sequence()
+
+
 def _walk_float64_array(reader: _Reader) -> None:
     """std_msgs/Float64MultiArray with an empty layout."""
     if reader.uint32() != 0:
@@ -292,6 +315,35 @@ class ArmStateWriter:
             if a.shape != shape:
                 raise ValueError(f"ArmState array: expected shape {shape}, found {a.shape}")
             buf[start:start + 8 * a.size] = a.astype("<f8", copy=False).tobytes()
+        return bytes(buf)
+
+
+class JointStateWriter:
+    """Serializes sensor_msgs/JointState messages of fixed joint names and frame id, with all of
+    position, velocity and effort, by writing stamp and arrays into a template that rclpy's
+    serializer produced once."""
+
+    def __init__(self, names: list[str], frame_id: str = "") -> None:
+        from sensor_msgs.msg import JointState
+
+        if not names:
+            raise ValueError("names: expected at least one joint")
+        self.n = len(names)
+        position, velocity, effort = _markers(self.n, self.n, self.n)
+        msg = JointState(name=list(names), position=position.tolist(),
+                         velocity=velocity.tolist(), effort=effort.tolist())
+        msg.header.frame_id = frame_id
+        self._template, self._offsets = _template(msg, [position, velocity, effort],
+                                                  _walk_joint_state)
+
+    def serialize(self, stamp_ns: int, position: np.ndarray, velocity: np.ndarray,
+                  effort: np.ndarray) -> bytes:
+        buf = bytearray(self._template)
+        _STAMP.pack_into(buf, ENCAPSULATION_HEADER, *divmod(stamp_ns, 1_000_000_000))
+        for a, start in zip((position, velocity, effort), self._offsets, strict=True):
+            if a.shape != (self.n,):
+                raise ValueError(f"JointState array: expected shape ({self.n},), found {a.shape}")
+            buf[start:start + 8 * self.n] = a.astype("<f8", copy=False).tobytes()
         return bytes(buf)
 
 

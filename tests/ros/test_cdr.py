@@ -5,7 +5,7 @@ import pytest
 from mbpl_interfaces.msg import ArmState
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
 from mbpl_ros.cdr import (
     ArmStateReader,
@@ -13,8 +13,10 @@ from mbpl_ros.cdr import (
     CdrError,
     Float64ArrayWriter,
     JointStateReader,
+    JointStateWriter,
     header_stamp_ns,
     read_arm_state,
+    read_float64_array,
 )
 
 
@@ -152,3 +154,41 @@ def test_arm_state_writer_matches_rclpy(frame_id, with_x):
         assert_rclpy_bytes_with_zero_padding(raw, msg)
     with pytest.raises(ValueError, match="shape"):
         writer.serialize(0, frame_id, np.zeros(n + 1), np.zeros(n))
+
+
+@pytest.mark.parametrize("n", [0, 1, 7])
+@pytest.mark.parametrize("dims", [[], [("joints", 7, 7)], [("a", 2, 6), ("bc", 3, 3)]])
+def test_read_float64_array_matches_rclpy(n, dims):
+    values = np.random.default_rng(n).normal(size=n)
+    msg = Float64MultiArray(data=values.tolist())
+    msg.layout.dim = [MultiArrayDimension(label=label, size=size, stride=stride)
+                      for label, size, stride in dims]
+    msg.layout.data_offset = 3
+    raw = serialize_message(msg)
+    np.testing.assert_array_equal(read_float64_array(raw), values)
+    # in the layout, and in the data (rclpy's serialization can run past the last field)
+    cuts = (4, 10) + ((raw.rfind(values.astype("<f8").tobytes()) + 8 * n - 1,) if n else ())
+    for cut in cuts:
+        with pytest.raises(CdrError):
+            read_float64_array(raw[:cut])
+    with pytest.raises(CdrError, match="little-endian"):
+        read_float64_array(b"\x00\x00" + raw[2:])
+
+
+@pytest.mark.parametrize("frame_id", ["", "base_link"])
+@pytest.mark.parametrize("names", [["j1"], ["joint1", "joint_2", "j3", "a_longer_joint_name"]])
+def test_joint_state_writer_matches_rclpy(names, frame_id):
+    rng = np.random.default_rng(len(names))
+    writer = JointStateWriter(names, frame_id)
+    n = len(names)
+    for stamp_ns in (0, 98_765_432_101):
+        position, velocity, effort = (rng.normal(size=n) for _ in range(3))
+        raw = writer.serialize(stamp_ns, position, velocity, effort)
+        msg = JointState(name=names, position=position.tolist(), velocity=velocity.tolist(),
+                         effort=effort.tolist())
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 10**9)
+        msg.header.frame_id = frame_id
+        assert_rclpy_bytes_with_zero_padding(raw, msg)
+        assert JointStateReader().read(raw)[2] == names
+    with pytest.raises(ValueError, match="shape"):
+        writer.serialize(0, np.zeros(n + 1), np.zeros(n), np.zeros(n))

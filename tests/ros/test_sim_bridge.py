@@ -169,6 +169,42 @@ def test_realtime_mode_publishes_every_physics_step_and_pauses(ros_node):
         assert result.success and result.sim_time == pytest.approx(paused_at + 0.025, abs=1e-6)
 
 
+def test_realtime_mode_holds_the_newest_valid_command(ros_node):
+    with node_process(BRIDGE, {"mode": "realtime"}) as proc:
+        log = JointStateLog(ros_node)
+        pub = ros_node.create_publisher(Float64MultiArray, "effort_controller/commands", QOS)
+        assert not unmatched_after(ros_node, [log.subscription, pub])
+        assert spin_until(ros_node, lambda: len(log.messages) >= 10, 20)
+        np.testing.assert_array_equal(log.last().effort, np.zeros(7))  # before any command
+        valid = np.linspace(-1.0, 1.0, 7)
+
+        def effort_becomes(effort, timeout=10.0) -> bool:
+            return spin_until(ros_node, lambda: np.array_equal(log.last().effort, effort),
+                              timeout)
+
+        send(pub, valid)
+        assert effort_becomes(valid), "the command never reached the physics"
+        positions = [m.position[0] for m in log.messages[-1:]]
+        for bad in (np.full(8, 1.0), np.full(6, 1.0), np.where(np.arange(7) == 2, np.nan, 1.0),
+                    np.where(np.arange(7) == 0, -np.inf, 1.0)):
+            send(pub, bad)
+            log.messages.clear()
+            spin_until(ros_node, lambda: len(log.messages) >= 50, 5)
+            assert log.messages, "the bridge stopped publishing after a bad command"
+            for message in log.messages:
+                np.testing.assert_array_equal(message.effort, valid)
+                assert np.all(np.isfinite(message.position))
+        positions.append(log.last().position[0])
+        assert positions[-1] != positions[0], "the held command did not move the arm"
+        newer = -valid
+        send(pub, newer)
+        assert effort_becomes(newer)
+        assert proc.poll() is None, "the bridge died on bad input"
+    output = proc.stdout.read()
+    assert "expected 7 efforts, found 8" in output  # (the others within 1 s: throttled)
+    assert "non-finite effort" in output
+
+
 def test_camera_images_are_published(ros_node):
     params = {"mode": "lockstep", "lockstep_steps": 50, "camera_rate_hz": 20.0}
     with node_process(BRIDGE, params):

@@ -14,7 +14,12 @@ Services: ~/reset_to_condition, ~/pause (std_srvs/SetBool), ~/step.
 
 Two modes, one physics step order:
   realtime  a thread steps the physics every 1 ms of wall clock on absolute deadlines and publishes
-            the joint state after every physics step; the latest valid command is held.
+            the joint state after every physics step; the latest valid command is held. The
+            thread takes the commands itself at the start of each step and publishes serialized
+            joint states (:mod:`mbpl_ros.cdr`), so the ROS thread, which would otherwise convert
+            1000 messages a second, hardly ever holds the interpreter the physics needs: on two
+            cores it did, lost the CPU to the other nodes' SCHED_FIFO threads, and stalled the
+            physics for 50-400 ms at a time.
   lockstep  each command received advances the physics by ``lockstep_steps`` physics steps (one
             policy step) holding that command, then publishes the joint state once: as fast as the
             consumer allows, on sim time, for CI and fast training.
@@ -34,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 from mbpl_interfaces.srv import ResetToCondition, StepSimulation
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
@@ -42,6 +48,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool
 
 from mbpl_ros.camera import CameraModel, camera_info_fields
+from mbpl_ros.cdr import CdrError, JointStateWriter, read_float64_array
 from mbpl_ros.conversions import condition_with_overrides
 from mbpl_ros.nodes.parameters import declare_parameters
 from mbpl_ros.nodes.run import run_node
@@ -51,6 +58,7 @@ from mbpl_sim import make_sim
 from mbpl_sim.tasks import Condition
 
 MODES = ("realtime", "lockstep")
+RCLError = rclpy_implementation.RCLError
 
 
 class SimBridge(Node):
@@ -88,6 +96,7 @@ class SimBridge(Node):
 
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self._joint_pub = self.create_publisher(JointState, "joint_states", qos)
+        self._joint_state_writer = JointStateWriter(self.joint_names)
         # Only with the camera on, so that nothing advertises frames that never come (the
         # executor refuses a record_images goal when no one publishes them). Reliable and deep:
         # a trial recording images must not lose the frame of a step to a reader that lags.
@@ -100,8 +109,17 @@ class SimBridge(Node):
                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
         ) if self._camera_period_steps else None
         self._clock_pub = self.create_publisher(Clock, "/clock", 10)
-        self.create_subscription(
-            Float64MultiArray, "effort_controller/commands", self._on_command, qos)
+        if self.mode == "lockstep":
+            self.create_subscription(
+                Float64MultiArray, "effort_controller/commands", self._on_command, qos)
+            self._command_reader: Node | None = None
+        else:
+            # taken by the physics thread; on a node no executor spins
+            self._command_reader = Node(f"{self.get_name()}_command_reader",
+                                        namespace=self.get_namespace(), context=self.context)
+            self._command_sub = self._command_reader.create_subscription(
+                Float64MultiArray, "effort_controller/commands", lambda _: None,
+                QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
         self.create_service(ResetToCondition, "~/reset_to_condition", self._on_reset)
         self.create_service(SetBool, "~/pause", self._on_pause)
         self.create_service(StepSimulation, "~/step", self._on_step)
@@ -150,9 +168,8 @@ class SimBridge(Node):
 
     # ------------------------------------------------------------------------------ inputs
 
-    def _validate_command(self, msg: Float64MultiArray) -> np.ndarray | None:
+    def _validate_command(self, effort: np.ndarray) -> np.ndarray | None:
         """The effort vector, or None (logged, throttled per reason) if it must be rejected."""
-        effort = np.asarray(msg.data, dtype=float)
         log = self.get_logger()
         if effort.shape != (self.n_joints,):
             self.rejected_commands += 1
@@ -167,14 +184,30 @@ class SimBridge(Node):
         return effort
 
     def _on_command(self, msg: Float64MultiArray) -> None:
-        effort = self._validate_command(msg)
+        """Lockstep: hold the command and advance one policy step."""
+        effort = self._validate_command(np.asarray(msg.data, dtype=float))
         if effort is not None:
             self._command.write(effort)
-        if self.mode == "lockstep" and not self._paused.is_set():
+        if not self._paused.is_set():
             with self._sim_lock:
                 self._advance(self.lockstep_steps)
                 snapshot = self._snapshot()
             self._publish_state(snapshot)
+
+    def _take_commands(self) -> None:
+        """Real time, physics thread: hold the newest valid command waiting in the reader."""
+        while (taken := self._command_sub.handle.take_message(Float64MultiArray, True)) \
+                is not None:
+            try:
+                effort = read_float64_array(taken[0])
+            except CdrError as err:
+                self.rejected_commands += 1
+                self.get_logger().warning(f"command rejected, holding the last valid one: {err}",
+                                          throttle_duration_sec=1.0)
+                continue
+            effort = self._validate_command(effort)
+            if effort is not None:
+                self._command.write(effort)
 
     def _held_command(self) -> np.ndarray:
         slot = self._command.read()
@@ -251,6 +284,12 @@ class SimBridge(Node):
             # On SIGINT rclpy shuts the context down before main() can stop this thread.
             if not self.context.ok():
                 return False
+            try:
+                self._take_commands()
+            except RCLError:
+                if self.context.ok():
+                    raise
+                return False
             with self._sim_lock:
                 self._advance(1)
                 snapshot = self._snapshot()
@@ -273,24 +312,20 @@ class SimBridge(Node):
         clock.clock.nanosec = int(round((seconds - int(seconds)) * 1e9)) % 1_000_000_000
         return clock
 
-    def _snapshot(self) -> tuple[Clock, list[float], list[float], list[float]]:
+    def _snapshot(self) -> tuple[Clock, np.ndarray, np.ndarray, np.ndarray]:
         """Sim time, q, qd and held effort; the caller holds the lock (PyBullet is not
         thread-safe)."""
-        return (self._sim_stamp(), self.sim.joint_positions().tolist(),
-                self.sim.joint_velocities().tolist(), self._held_command().tolist())
+        return (self._sim_stamp(), np.array(self.sim.joint_positions(), dtype=float),
+                np.array(self.sim.joint_velocities(), dtype=float), self._held_command())
 
     def _publish_state(self, snapshot=None, with_clock: bool = True) -> None:
         if snapshot is None:
             with self._sim_lock:
                 snapshot = self._snapshot()
         clock, position, velocity, effort = snapshot
-        msg = JointState()
-        msg.header.stamp = clock.clock
-        msg.name = self.joint_names
-        msg.position = position
-        msg.velocity = velocity
-        msg.effort = effort
-        self._joint_pub.publish(msg)
+        stamp_ns = clock.clock.sec * 1_000_000_000 + clock.clock.nanosec
+        self._joint_pub.publish(self._joint_state_writer.serialize(stamp_ns, position, velocity,
+                                                                   effort))
         if with_clock:
             self._clock_pub.publish(clock)
 
@@ -323,6 +358,8 @@ class SimBridge(Node):
         if self._thread is not None:
             self._thread.join(timeout=2.0)
         self.sim.close()
+        if self._command_reader is not None:
+            self._command_reader.destroy_node()
         super().destroy_node()
 
 
