@@ -42,7 +42,7 @@ the action for dt like a controller's; a state-based MLP runs as numpy from copi
 trainer), so the trial is deterministic and exactly recorded. Importing torch holds the Python
 interpreter for stretches of up to hundreds of ms on a busy 2-core machine, which stalls a
 real-time loop running in the same process: set ``preload_torch`` to import it at start-up, before
-the loop runs.
+the loop runs (real time only: a lockstep loop waits for states anyway).
 
 Camera frames and visuomotor policy trials: see :mod:`mbpl_ros.nodes.executor_camera`.
 
@@ -199,7 +199,7 @@ class ControllerExecutor(Node):
         # One worker: policy files load one at a time, off the ROS thread.
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy_loader")
         self.policy_faults = 0
-        if p["preload_torch"]:
+        if p["preload_torch"] and not self.lockstep:
             started = time.perf_counter()
             import torch  # noqa: F401 - before the loop starts: see the module docstring
 
@@ -378,9 +378,9 @@ class ControllerExecutor(Node):
                                              "within this long (the first one imports torch), s"),
             "policy_threads": (1, "torch threads for loading policies (and evaluating networks "
                                   "numpy cannot); 0: torch's default"),
-            "preload_torch": (False, "import torch at start-up, before the control loop runs, "
-                                     "instead of at the first policy goal (the import stalls a "
-                                     "running real-time loop)"),
+            "preload_torch": (False, "realtime: import torch at start-up, before the control "
+                                     "loop runs, instead of at the first policy goal (the import "
+                                     "stalls a running real-time loop)"),
         }
         values = declare_parameters(self, specs)
         for name, description in (("pd_kp", "fixed reset/hold stiffness per joint, N m/rad"),
