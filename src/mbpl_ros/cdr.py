@@ -164,13 +164,7 @@ class ArmStateReader:
 def read_float64_array(raw: bytes) -> np.ndarray:
     """The data of a serialized std_msgs/Float64MultiArray (its layout is read past, not
     interpreted), as a read-only view of ``raw``."""
-    reader = _Reader(raw)
-    for _ in range(reader.uint32()):  # layout.dim: label, size, stride
-        reader.string()
-        reader.uint32()
-        reader.uint32()
-    reader.uint32()  # layout.data_offset
-    return reader.float64_sequence()
+    return _walk_float64_array(_Reader(raw))
 
 
 def decode_string_sequence(block: bytes) -> list[str]:
@@ -268,12 +262,14 @@ def _walk_joint_state(reader: _Reader) -> None:
         reader.float64_sequence()
 
 
-def _walk_float64_array(reader: _Reader) -> None:
-    """std_msgs/Float64MultiArray with an empty layout."""
-    if reader.uint32() != 0:
-        raise CdrError("Float64MultiArray template: expected an empty layout.dim")
+def _walk_float64_array(reader: _Reader) -> np.ndarray:
+    """std_msgs/Float64MultiArray: past the layout to the data, which it returns."""
+    for _ in range(reader.uint32()):  # layout.dim: label, size, stride
+        reader.string()
+        reader.uint32()
+        reader.uint32()
     reader.uint32()  # layout.data_offset
-    reader.float64_sequence()
+    return reader.float64_sequence()
 
 
 class ArmStateWriter:
