@@ -315,8 +315,8 @@ class SimBridge(Node):
     def _snapshot(self) -> tuple[Clock, np.ndarray, np.ndarray, np.ndarray]:
         """Sim time, q, qd and held effort; the caller holds the lock (PyBullet is not
         thread-safe)."""
-        return (self._sim_stamp(), np.array(self.sim.joint_positions(), dtype=float),
-                np.array(self.sim.joint_velocities(), dtype=float), self._held_command())
+        return (self._sim_stamp(), self.sim.joint_positions(), self.sim.joint_velocities(),
+                self._held_command())
 
     def _publish_state(self, snapshot=None, with_clock: bool = True) -> None:
         if snapshot is None:
