@@ -7,14 +7,12 @@ import pytest
 from conftest import random_controller, random_spd
 
 from mbpl_ros.core.costs import reach_cost
-from mbpl_ros.core.dynamics import LinearGaussianDynamics
 from mbpl_ros.core.lqr import (
     augment_cost,
     augment_dynamics,
     backward_pass,
     backward_pass_augmented,
 )
-from mbpl_ros.core.samples import SampleBatch
 from mbpl_ros.core.state import StateLayout
 from mbpl_ros.core.synthetic import random_linear_system
 from mbpl_ros.core.trajopt import (
@@ -22,8 +20,6 @@ from mbpl_ros.core.trajopt import (
     QuadraticCost,
     StackedControllers,
     StackedDynamics,
-    StateMoments,
-    closed_loop_spread,
     estimate_cost,
     kl_augmented_cost,
     kl_penalty,
@@ -195,64 +191,3 @@ def test_kl_augmented_cost_is_cost_over_eta_minus_log_policy(rng):
         augment_cost(cost.Cm, cost.cv) / eta[:, None, None, None] + kl_penalty(ref))
     np.testing.assert_allclose(augmented.K, plain.K, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(augmented.k, plain.k, rtol=1e-9, atol=1e-12)
-
-
-def _gaussian_kl(mean: np.ndarray, covar: np.ndarray, mean_ref: np.ndarray,
-                 covar_ref: np.ndarray) -> float:
-    """D_KL(N(mean, covar) || N(mean_ref, covar_ref)), the textbook formula."""
-    inv = np.linalg.inv(covar_ref)
-    diff = mean_ref - mean
-    return 0.5 * (np.trace(inv @ covar) - len(mean) + diff @ inv @ diff
-                  + np.log(np.linalg.det(covar_ref) / np.linalg.det(covar)))
-
-
-def test_state_moments_of_samples_are_their_mean_and_biased_covariance(rng):
-    batches = [SampleBatch(rng.standard_normal((n, T, dX)), rng.standard_normal((n, T, dU)))
-               for n in (3, 6)]
-    moments = StateMoments.of_samples(batches)
-    for m, b in enumerate(batches):
-        for t in (0, T - 1):
-            np.testing.assert_allclose(moments.mean[m, t], b.X[:, t].mean(axis=0))
-            np.testing.assert_allclose(moments.covar[m, t], np.cov(b.X[:, t].T, bias=True),
-                                       atol=1e-12)
-
-
-def test_kl_at_sample_states_is_the_mean_kl_over_the_samples(rng):
-    prev, dynamics, _ = _problem(rng, 2)
-    new = [random_controller(rng, T, dX, dU) for _ in range(2)]
-    X = 2.0 * rng.standard_normal((2, 5, T, dX))
-    batches = [SampleBatch(x, np.zeros((5, T, dU))) for x in X]
-    kl = trajectory_kl(StackedControllers.of(new), StackedControllers.of(prev),
-                       StackedDynamics.of(dynamics), StateMoments.of_samples(batches))
-    for m in range(2):
-        p, q = new[m], prev[m]
-        expected = sum(np.mean([_gaussian_kl(p.K[t] @ x[t] + p.k[t], p.covar[t],
-                                             q.K[t] @ x[t] + q.k[t], q.covar[t]) for x in X[m]])
-                       for t in range(T))
-        assert kl[m] == pytest.approx(expected, rel=1e-9)
-
-
-def _diverging_model(rng):
-    """One condition whose fitted model blows up under the previous controller (the states grow
-    2x a step, so its marginals reach ~1e9 in T steps), while the real samples stay bounded."""
-    prev, dynamics, cost = _problem(rng, 1)
-    d = dynamics[0]
-    Fm = d.Fm.copy()
-    Fm[:, :, :dX] = 2.0 * np.eye(dX)
-    diverging = LinearGaussianDynamics(Fm, d.fv, d.covar, d.x0_mean, d.x0_covar)
-    batch = SampleBatch(rng.standard_normal((5, T, dX)), rng.standard_normal((5, T, dU)))
-    return prev, [diverging], cost, batch
-
-
-def test_a_trust_region_at_the_sample_states_survives_a_diverging_model(rng):
-    prev, dynamics, cost, batch = _diverging_model(rng)
-    assert closed_loop_spread(StackedControllers.of(prev), StackedDynamics.of(dynamics))[0] > 1e8
-    eps = np.array([5.0])
-    states = StateMoments.of_samples([batch])
-    at_samples = optimize_trajectories(prev, dynamics, cost, eps, np.ones(1), kl_states=states)
-    assert at_samples.converged[0], at_samples.warnings
-    assert abs(at_samples.kl[0] - 5.0) < 0.5
-    # The reported KL is that of the returned controller at the sample states, recomputed.
-    kl = trajectory_kl(StackedControllers.of(at_samples.controllers),
-                       StackedControllers.of(prev), StackedDynamics.of(dynamics), states)
-    assert kl[0] == pytest.approx(at_samples.kl[0], rel=1e-9)

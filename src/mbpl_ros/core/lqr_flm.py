@@ -53,8 +53,6 @@ from .trajopt import (
     QuadraticCost,
     StackedControllers,
     StackedDynamics,
-    StateMoments,
-    closed_loop_spread,
     estimate_cost,
     optimize_trajectories,
     quadratic_cost_from_expansion,
@@ -91,20 +89,8 @@ class LQRFLMConfig:
     """Dual gradient descent settings."""
     blas_threads: int | None = 1
     """BLAS threads during an iteration (small matrices run faster on one); None leaves it."""
-    trust_region_states: str = "model"
-    """The state distribution the trust region's KL is averaged over: "model", the new
-    controller's marginals under the fitted dynamics; "samples", the states of the samples;
-    "auto": the samples' where the reference's closed loop under the fitted dynamics spreads
-    more than ``max_model_spread`` times the samples, else the model's."""
-    max_model_spread: float = 100.0
-    """"samples" and "auto": where a controller's closed loop under a fitted model spreads more
-    than this many times the samples' states, the step multiplier is held (the cost estimates
-    it is adapted from are then meaningless)."""
 
     def __post_init__(self) -> None:
-        if self.trust_region_states not in ("model", "samples", "auto"):
-            raise ValueError(f"LQRFLMConfig: expected trust_region_states model or samples, "
-                             f"found {self.trust_region_states!r}")
         if self.kl_step <= 0 or not 0 < self.min_step_mult <= self.max_step_mult:
             raise ValueError(
                 "LQRFLMConfig: expected kl_step > 0 and 0 < min_step_mult <= max_step_mult, "
@@ -334,17 +320,14 @@ class LQRFLM:
             stacked_dyn = StackedDynamics.of(dynamics)
             predicted = actual = np.full(M, np.nan)
             if self._previous is not None:
-                predicted, actual = self._improvements(stacked_dyn, quad, batches)
-                adjusted = step_multiplier(predicted, actual, self._step_mult,
-                                           cfg.min_step_mult, cfg.max_step_mult)
-                known = np.isfinite(predicted) & np.isfinite(actual)
-                self._step_mult = np.where(known, adjusted, self._step_mult)
+                predicted, actual = self._improvements(stacked_dyn, quad)
+                self._step_mult = step_multiplier(predicted, actual, self._step_mult,
+                                                  cfg.min_step_mult, cfg.max_step_mult)
             cost_done = time.perf_counter()
 
             kl_target = cfg.kl_step * self._step_mult * self.T
-            kl_states = self._kl_states(batches, stacked_dyn)
             result = optimize_trajectories(self._controllers, dynamics, quad, kl_target,
-                                           self._eta, cfg.dual, kl_states=kl_states)
+                                           self._eta, cfg.dual)
             end = time.perf_counter()
 
         self._previous = _Previous(StackedControllers.of(self._controllers), stacked_dyn, quad)
@@ -374,8 +357,9 @@ class LQRFLM:
         self._iteration += 1
         return report
 
-    def _improvements(self, dyn: StackedDynamics, quad: QuadraticCost,
-                      batches: Sequence[SampleBatch]) -> tuple[np.ndarray, np.ndarray]:
+    def _improvements(self, dyn: StackedDynamics, quad: QuadraticCost) -> tuple[
+        np.ndarray, np.ndarray
+    ]:
         """Predicted and actual improvement of the controllers that produced these samples.
 
         With p_prev the controller before them, p_cur theirs, (dyn, cost)_prev the models of the
@@ -388,29 +372,7 @@ class LQRFLM:
         previous = estimate_cost(prev.controllers, prev.dynamics, prev.cost)
         predicted_new = estimate_cost(cur, prev.dynamics, prev.cost)
         actual_new = estimate_cost(cur, dyn, quad)
-        predicted, actual = previous - predicted_new, previous - actual_new
-        if self.config.trust_region_states != "model":
-            limit = self.config.max_model_spread
-            sample_spread = StateMoments.of_samples(batches).spread()
-            spread = np.maximum.reduce([closed_loop_spread(prev.controllers, prev.dynamics),
-                                        closed_loop_spread(cur, prev.dynamics),
-                                        closed_loop_spread(cur, dyn)])
-            unknown = ~(spread <= limit * sample_spread)
-            predicted[unknown] = actual[unknown] = np.nan
-        return predicted, actual
-
-    def _kl_states(self, batches: Sequence[SampleBatch],
-                   dyn: StackedDynamics) -> StateMoments | None:
-        """The state distribution of the trust region (see ``trust_region_states``)."""
-        mode = self.config.trust_region_states
-        if mode == "model":
-            return None
-        states = StateMoments.of_samples(batches)
-        if mode == "auto":
-            spread = closed_loop_spread(StackedControllers.of(self._controllers), dyn)
-            states = StateMoments(states.mean, states.covar, ~(
-                spread <= self.config.max_model_spread * states.spread()))
-        return states
+        return previous - predicted_new, previous - actual_new
 
     # -- checkpoints ---------------------------------------------------------------------------
 

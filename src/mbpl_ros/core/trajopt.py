@@ -158,37 +158,6 @@ class StackedDynamics:
                                self.x0_covar[idx])
 
 
-@dataclass(frozen=True)
-class StateMoments:
-    """A Gaussian state distribution per condition and step, for the conditions in ``where``."""
-
-    mean: np.ndarray
-    """(M, T, dX)."""
-    covar: np.ndarray
-    """(M, T, dX, dX)."""
-    where: np.ndarray
-    """(M,) bool: the conditions these moments stand for (the others: none given)."""
-
-    @staticmethod
-    def of_samples(batches: Sequence, where: np.ndarray | None = None) -> StateMoments:
-        """The moments of the sample states (biased covariance: E over these N samples exactly),
-        from :class:`~.samples.SampleBatch` es of equal horizon; ``where``: default all."""
-        X = [np.asarray(b.X, dtype=float) for b in batches]
-        mean = np.stack([x.mean(axis=0) for x in X])
-        dev = [x - m for x, m in zip(X, mean, strict=True)]
-        covar = np.stack([np.einsum("nti,ntj->tij", d, d) / d.shape[0] for d in dev])
-        where = np.ones(len(X), dtype=bool) if where is None else np.asarray(where, dtype=bool)
-        return StateMoments(mean, covar, where)
-
-    def spread(self) -> np.ndarray:
-        """(M,) largest trace of the state covariance over the horizon."""
-        return np.trace(self.covar, axis1=-2, axis2=-1).max(axis=-1)
-
-    def take(self, idx: np.ndarray) -> StateMoments:
-        """The moments of conditions ``idx``."""
-        return StateMoments(self.mean[idx], self.covar[idx], self.where[idx])
-
-
 def marginals(ctrl: StackedControllers, dyn: StackedDynamics) -> tuple[np.ndarray, np.ndarray]:
     """State-action marginals (M, T, D), (M, T, D, D) of controllers under dynamics."""
     return forward_pass(ctrl.K, ctrl.k, ctrl.covar, dyn.Fm, dyn.fv, dyn.covar, dyn.x0_mean,
@@ -203,35 +172,15 @@ def estimate_cost(
     return expected_cost(cost.cc, cost.cv, cost.Cm, mu, sigma).sum(axis=-1)
 
 
-def closed_loop_spread(controllers: StackedControllers, dynamics: StackedDynamics) -> np.ndarray:
-    """(M,) largest trace over the horizon of the state covariance of the controllers' closed
-    loop under the dynamics (inf where it overflows)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        _, sigma = state_marginals(controllers.K, controllers.k, controllers.covar, dynamics.Fm,
-                                   dynamics.fv, dynamics.covar, dynamics.x0_mean,
-                                   dynamics.x0_covar)
-        spread = np.trace(sigma, axis1=-2, axis2=-1).max(axis=-1)
-    return np.where(np.isfinite(spread), spread, np.inf)
-
-
 def trajectory_kl(
-    new: StackedControllers, ref: StackedControllers, dyn: StackedDynamics,
-    states: StateMoments | None = None,
+    new: StackedControllers, ref: StackedControllers, dyn: StackedDynamics
 ) -> np.ndarray:
     """D_KL(p(tau) || p_ref(tau)) per condition (M,), both under the same dynamics.
 
-    The sum over steps of the action-conditional KL averaged over p's state marginals, or, for
-    the conditions ``states`` stands for, over those (e.g. the sample states:
-    :meth:`StateMoments.of_samples`).
+    The sum over steps of the action-conditional KL averaged over p's state marginals.
     """
-    if states is not None and states.where.all():
-        mu, sigma = states.mean, states.covar
-    else:
-        mu, sigma = state_marginals(new.K, new.k, new.covar, dyn.Fm, dyn.fv, dyn.covar,
-                                    dyn.x0_mean, dyn.x0_covar)
-        if states is not None:
-            mu = np.where(states.where[:, None, None], states.mean, mu)
-            sigma = np.where(states.where[:, None, None, None], states.covar, sigma)
+    mu, sigma = state_marginals(new.K, new.k, new.covar, dyn.Fm, dyn.fv, dyn.covar,
+                                dyn.x0_mean, dyn.x0_covar)
     per_step = conditional_kl(mu, sigma, new.K, new.k, new.covar, ref.K, ref.k, ref.precision)
     return per_step.sum(axis=-1)
 
@@ -362,7 +311,6 @@ def optimize_trajectories(
     eta0: np.ndarray,
     config: DualConfig | None = None,
     entropy_weight: np.ndarray | None = None,
-    kl_states: StateMoments | None = None,
 ) -> TrajOptResult:
     """New controllers within D_KL(p || p_prev) ~= kl_target of the previous ones, per condition.
 
@@ -379,9 +327,6 @@ def optimize_trajectories(
             tempered at eta + nu_t instead of eta: same gains (the mean minimises the same
             Q-function), covariance (eta + nu_t) / eta times the eta-scaled Q_uu^-1. The KL of the
             dual search is taken with these covariances. None: no bonus (plain LQR-FLM).
-        kl_states: the state distribution the trust region's KL is averaged over (None: the
-            new controller's marginals under ``dynamics``). See
-            :attr:`~.lqr_flm.LQRFLMConfig.trust_region_states`.
 
     Returns:
         :class:`TrajOptResult`. Never raises on numerical trouble: a condition without a
@@ -436,9 +381,8 @@ def optimize_trajectories(
         if entropy_weight is not None:
             Quu = Quu * (eta[keep, None] / (eta[keep, None] + nu[keep]))[..., None, None]
         new = StackedControllers(result.K[sub], result.k[sub], np.linalg.inv(Quu), Quu)
-        kl = trajectory_kl(new, ref, dyn, kl_states) if keep.size == M else \
-            trajectory_kl(new, ref.take(keep), dyn.take(keep),
-                          None if kl_states is None else kl_states.take(keep))
+        kl = trajectory_kl(new, ref, dyn) if keep.size == M else \
+            trajectory_kl(new, ref.take(keep), dyn.take(keep))
         still = []
         for j, m in enumerate(keep):
             kl_m, eps_m, log_eta = kl[j], eps[m], math.log(eta[m])

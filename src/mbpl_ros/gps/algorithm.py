@@ -55,8 +55,6 @@ from mbpl_ros.core.trajopt import (
     QuadraticCost,
     StackedControllers,
     StackedDynamics,
-    StateMoments,
-    closed_loop_spread,
     estimate_cost,
     kl_penalty,
     optimize_trajectories,
@@ -377,8 +375,7 @@ class _GPS:
         return self.optimizer.update(PolicyTargets.concatenate(parts), steps)
 
     def _step_adjust(self, reference: StackedControllers, dyn: StackedDynamics,
-                     quad: QuadraticCost, batches: Sequence[SampleBatch]
-                     ) -> tuple[np.ndarray, np.ndarray]:
+                     quad: QuadraticCost) -> tuple[np.ndarray, np.ndarray]:
         """Predicted and actual improvement of the reference's expected cost (see subclasses)."""
         prev = self._previous
         M = self.conditions
@@ -394,29 +391,9 @@ class _GPS:
         hold = self._own_reference.copy()
         if prev.own_reference is not None:
             hold |= prev.own_reference
-        if self.config.lqr.trust_region_states != "model":
-            limit = self.config.lqr.max_model_spread
-            sample_spread = StateMoments.of_samples(batches).spread()
-            spread = np.maximum.reduce([closed_loop_spread(prev.reference, prev.dynamics),
-                                        closed_loop_spread(prev.new, prev.dynamics),
-                                        closed_loop_spread(reference, dyn)])
-            hold |= ~(spread <= limit * sample_spread)
         self._step_mult = np.where(hold, self._step_mult, adjusted)
         predicted[hold] = actual[hold] = np.nan
         return predicted, actual
-
-    def _kl_states(self, batches: Sequence[SampleBatch], reference: StackedControllers,
-                   dyn: StackedDynamics) -> StateMoments | None:
-        """The state distribution of the trust region (``LQRFLMConfig.trust_region_states``)."""
-        mode = self.config.lqr.trust_region_states
-        if mode == "model":
-            return None
-        states = StateMoments.of_samples(batches)
-        if mode == "auto":
-            spread = closed_loop_spread(reference, dyn)
-            states = StateMoments(states.mean, states.covar, ~(
-                spread <= self.config.lqr.max_model_spread * states.spread()))
-        return states
 
     # -- one iteration; the variants differ only in the hooks below ------------------------
 
@@ -439,12 +416,10 @@ class _GPS:
             reference = self._trust_region_reference(lins, dynamics)
             ref = StackedControllers.of(reference)
             dyn = StackedDynamics.of(dynamics)
-            predicted, actual = self._step_adjust(ref, dyn, quad, batches)
+            predicted, actual = self._step_adjust(ref, dyn, quad)
             eps = cfg.lqr.kl_step * self._step_mult * self.T
-            kl_states = self._kl_states(batches, ref, dyn)
             result = optimize_trajectories(reference, dynamics, self._c_step_cost(quad, lins),
-                                           eps, self._eta, cfg.lqr.dual, self._c_step_entropy(),
-                                           kl_states)
+                                           eps, self._eta, cfg.lqr.dual, self._c_step_entropy())
             traj_done = time.perf_counter()
             data = self._sstep_states(batches, observations, result.controllers, dynamics)
             upd = self._train_policy(self._s_step_targets(result.controllers, data))
@@ -525,6 +500,17 @@ def anchor_to_samples(drawn: np.ndarray, X: np.ndarray) -> np.ndarray:
     return X.mean(axis=0) + deviation * scale[:, None]
 
 
+def closed_loop_spread(controllers: StackedControllers, dynamics: StackedDynamics) -> np.ndarray:
+    """(M,) largest trace over the horizon of the state covariance of the controllers' closed
+    loop under the dynamics (inf where it overflows)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        _, sigma = state_marginals(controllers.K, controllers.k, controllers.covar, dynamics.Fm,
+                                   dynamics.fv, dynamics.covar, dynamics.x0_mean,
+                                   dynamics.x0_covar)
+        spread = np.trace(sigma, axis1=-2, axis2=-1).max(axis=-1)
+    return np.where(np.isfinite(spread), spread, np.inf)
+
+
 def policy_kl(controllers: Sequence[LinearGaussianController],
               reference: Sequence[LinearGaussianController],
               dynamics: Sequence[LinearGaussianDynamics]) -> np.ndarray:
@@ -569,10 +555,6 @@ class MDGPS(_GPS):
     def _trust_region_reference(self, lins: list[LinearGaussianController],
                                 dynamics: list[LinearGaussianDynamics]
                                 ) -> list[LinearGaussianController]:
-        if self.config.lqr.trust_region_states == "samples":
-            self._own_reference = np.zeros(len(lins), dtype=bool)
-            self._notes = []
-            return lins
         dyn = StackedDynamics.of(dynamics)
         ratio = (closed_loop_spread(StackedControllers.of(lins), dyn)
                  / closed_loop_spread(StackedControllers.of(self._controllers), dyn))
