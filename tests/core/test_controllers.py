@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import random_controller
+from core_helpers import random_controller
 
 from mbpl_ros.core.controllers import (
     LinearGaussianController,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg
-from conftest import random_controller, random_spd
+from core_helpers import random_controller, random_spd
 
 from mbpl_ros.core.lqr import backward_pass, conditional_kl, expected_cost, forward_pass
 from mbpl_ros.core.synthetic import random_linear_system

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import random_controller, random_spd
+from core_helpers import random_controller, random_spd
 
 from mbpl_ros.core.costs import reach_cost
 from mbpl_ros.core.lqr import (
