@@ -184,7 +184,7 @@ def test_realtime_mode_holds_the_newest_valid_command(ros_node):
 
         send(pub, valid)
         assert effort_becomes(valid), "the command never reached the physics"
-        positions = [m.position[0] for m in log.messages[-1:]]
+        positions = [log.last().position[0]]
         for bad in (np.full(8, 1.0), np.full(6, 1.0), np.where(np.arange(7) == 2, np.nan, 1.0),
                     np.where(np.arange(7) == 0, -np.inf, 1.0)):
             send(pub, bad)
