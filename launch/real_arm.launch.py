@@ -24,9 +24,14 @@ JOINT_STATES = "/joint_states"
 EFFORT_COMMANDS = "/effort_controller/commands"
 
 
-def node(name: str, params_file: str, *overrides) -> ExecuteProcess:
+# The executor's Fast DDS reception threads at its loop's SCHED_FIFO priority (why: the file).
+REALTIME_DDS = {"FASTDDS_DEFAULT_PROFILES_FILE": str(CONFIG / "fastdds_realtime.xml")}
+
+
+def node(name: str, params_file: str, *overrides, env: dict | None = None) -> ExecuteProcess:
     cmd = ["mbpl", "node", name, "--ros-args", "--params-file", str(CONFIG / params_file)]
-    return ExecuteProcess(cmd=[*cmd, *overrides], name=name, output="screen")
+    return ExecuteProcess(cmd=[*cmd, *overrides], name=name, output="screen",
+                          additional_env=env)
 
 
 def arg(name: str) -> list:
@@ -52,7 +57,7 @@ def generate_launch_description() -> LaunchDescription:
              "-r", f"joint_states:={JOINT_STATES}"),
         node("controller_executor", "controller_executor.yaml", *arg("urdf"), *arg("ee_link"),
              *arg("task"), *arg("conditions"), *arg("seed"), "-p", "mode:=realtime",
-             "-r", f"effort_controller/commands:={EFFORT_COMMANDS}"),
+             "-r", f"effort_controller/commands:={EFFORT_COMMANDS}", env=REALTIME_DDS),
         node("dynamics_fitter", "dynamics_fitter.yaml"),
         node("gps_trainer", "gps_trainer.yaml", *arg("urdf"), *arg("ee_link"), *arg("task"),
              *arg("conditions"), *arg("samples"), *arg("iterations"), *arg("horizon"),

@@ -16,6 +16,7 @@ Nodes are started through the `mbpl` console script, with the parameter files un
 from pathlib import Path
 
 from launch.actions import DeclareLaunchArgument, EmitEvent, ExecuteProcess, RegisterEventHandler
+from launch.conditions import LaunchConfigurationEquals, LaunchConfigurationNotEquals
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
 from launch.launch_description import LaunchDescription
@@ -24,11 +25,18 @@ from launch.substitutions import LaunchConfiguration
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 
 
-def node(name: str, params_file: str, *overrides, namespaced: bool = True) -> ExecuteProcess:
+# In realtime mode, the executor's Fast DDS reception threads at its loop's SCHED_FIFO priority
+# (why: the file).
+REALTIME_DDS = {"FASTDDS_DEFAULT_PROFILES_FILE": str(CONFIG / "fastdds_realtime.xml")}
+
+
+def node(name: str, params_file: str, *overrides, namespaced: bool = True,
+         env: dict | None = None, condition=None) -> ExecuteProcess:
     cmd = ["mbpl", "node", name, "--ros-args", "--params-file", str(CONFIG / params_file)]
     if namespaced:
         cmd += ["-r", ["__ns:=/", LaunchConfiguration("namespace")]]
-    return ExecuteProcess(cmd=[*cmd, *overrides], name=name, output="screen")
+    return ExecuteProcess(cmd=[*cmd, *overrides], name=name, output="screen",
+                          additional_env=env, condition=condition)
 
 
 def arg(name: str) -> list:
@@ -66,8 +74,10 @@ def generate_launch_description() -> LaunchDescription:
         # One condition table (task, conditions, seed) for bridge, estimator, executor, trainer.
         node("state_estimator", "state_estimator.yaml", *arg("task"), *arg("conditions"),
              *arg("seed")),
-        node("controller_executor", "controller_executor.yaml", *arg("mode"), *arg("task"),
-             *arg("conditions"), *arg("seed")),
+        *(node("controller_executor", "controller_executor.yaml", *arg("mode"), *arg("task"),
+               *arg("conditions"), *arg("seed"), env=env, condition=condition)
+          for env, condition in ((REALTIME_DDS, LaunchConfigurationEquals("mode", "realtime")),
+                                 (None, LaunchConfigurationNotEquals("mode", "realtime")))),
         node("dynamics_fitter", "dynamics_fitter.yaml", namespaced=False),
         trainer,
         # The session is over when the trainer exits: take the stack down with it.

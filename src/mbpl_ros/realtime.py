@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -98,6 +99,32 @@ def try_realtime_priority(priority: int = 80) -> bool:
     except (PermissionError, OSError, AttributeError):
         return False
     return True
+
+
+REALTIME_DDS_PROFILE = Path(__file__).resolve().parents[2] / "config" / "fastdds_realtime.xml"
+"""Fast DDS profile that runs a process's reception threads at SCHED_FIFO 80 (why: the file)."""
+
+
+def realtime_permitted() -> bool:
+    """Whether this process may put threads under SCHED_FIFO (tries on the calling thread and
+    puts its policy back)."""
+    try:
+        policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        os.sched_setscheduler(0, policy, param)
+    except (PermissionError, OSError, AttributeError):
+        return False
+    return True
+
+
+def realtime_dds_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` for a real-time controller_executor process: with :data:`REALTIME_DDS_PROFILE`
+    as Fast DDS's default profile, unless ``env`` names a profile file of its own or SCHED_FIFO
+    is not permitted here (Fast DDS would then log an error for every reception thread)."""
+    env = dict(env)
+    if "FASTDDS_DEFAULT_PROFILES_FILE" not in env and realtime_permitted():
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(REALTIME_DDS_PROFILE)
+    return env
 
 
 def phase_locked_start(now: float, event: float, period: float, offset: float,

@@ -86,3 +86,45 @@ def test_deadline_loop_starts_on_the_given_grid():
     loop.run(tick, threading.Event(), max_ticks=5, first_deadline=first)
     # a tick never starts before its deadline (the loop spins until it), whatever the load
     assert all(s >= first + i * 0.001 for i, s in enumerate(starts))
+
+
+def test_realtime_dds_env_names_the_profile_only_where_it_can_apply(monkeypatch):
+    from mbpl_ros import realtime
+
+    monkeypatch.setattr(realtime, "realtime_permitted", lambda: True)
+    env = {"PATH": "/bin"}
+    assert realtime.realtime_dds_env(env) == {
+        "PATH": "/bin", "FASTDDS_DEFAULT_PROFILES_FILE": str(realtime.REALTIME_DDS_PROFILE)}
+    assert env == {"PATH": "/bin"}  # the caller's mapping is left alone
+    own = {"FASTDDS_DEFAULT_PROFILES_FILE": "/etc/site.xml"}
+    assert realtime.realtime_dds_env(own) == own  # a site's own profile wins
+    monkeypatch.setattr(realtime, "realtime_permitted", lambda: False)
+    assert realtime.realtime_dds_env(env) == env  # Fast DDS would log an error per thread
+
+
+def test_realtime_dds_profile_runs_both_transports_at_the_executor_loop_priority():
+    import xml.etree.ElementTree as ET
+
+    import yaml
+
+    from mbpl_ros.realtime import REALTIME_DDS_PROFILE
+
+    ns = {"dds": "http://www.eprosima.com"}
+    root = ET.parse(REALTIME_DDS_PROFILE).getroot()
+    transports = {t.findtext("dds:transport_id", namespaces=ns): t for t in
+                  root.iterfind("dds:profiles/dds:transport_descriptors/dds:transport_descriptor",
+                                ns)}
+    assert sorted(t.findtext("dds:type", namespaces=ns) for t in transports.values()) == \
+        ["SHM", "UDPv4"]
+    params = yaml.safe_load((REALTIME_DDS_PROFILE.parent / "controller_executor.yaml").read_text())
+    loop_priority = params["/**"]["ros__parameters"]["realtime_priority"]
+    for transport in transports.values():
+        threads = transport.find("dds:default_reception_threads", ns)
+        assert threads.findtext("dds:scheduling_policy", namespaces=ns) == "1"  # SCHED_FIFO
+        assert int(threads.findtext("dds:priority", namespaces=ns)) == loop_priority
+    participant = root.find("dds:profiles/dds:participant", ns)
+    assert participant.get("is_default_profile") == "true"
+    rtps = participant.find("dds:rtps", ns)
+    assert rtps.findtext("dds:useBuiltinTransports", namespaces=ns) == "false"
+    assert sorted(e.text for e in rtps.iterfind("dds:userTransports/dds:transport_id", ns)) == \
+        sorted(transports)

@@ -59,6 +59,10 @@ def test_launch_files_name_existing_nodes_and_parameter_files(launch_file):
         assert (ROOT / "config" / params).is_file(), f"{launch_file.name}: no config/{params}"
     source = launch_file.read_text()
     assert "generate_launch_description" in source
+    named = [n.value for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Constant)
+             and isinstance(n.value, str) and n.value.endswith((".yaml", ".xml"))]
+    missing = [name for name in named if not (ROOT / "config" / name).is_file()]
+    assert not missing, f"{launch_file.name}: no config/{missing}"
 
 
 def test_parameter_files_use_the_wildcard_node_layout():

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import rclpy
 import rclpy.executors
@@ -36,12 +37,14 @@ def ros_args(params: dict[str, object]) -> list[str]:
 
 @contextmanager
 def node_process(module: str, params: dict[str, object] | None = None,
-                 namespace: str | None = None) -> Iterator[subprocess.Popen]:
+                 namespace: str | None = None,
+                 env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
     """Run ``python -m module --ros-args ...`` and stop it with SIGINT (then SIGKILL) at exit."""
     cmd = [sys.executable, "-m", module, *ros_args(params or {})]
     if namespace:
         cmd += ["-r", f"__ns:={namespace}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
     try:
         yield proc
     finally:
@@ -104,3 +107,18 @@ def unmatched_after(node, endpoints, timeout: float = 60.0) -> list[str]:
         return endpoint.get_publisher_count() > 0
     spin_until(node, lambda: all(matched(e) for e in endpoints), timeout)
     return [e.topic_name for e in endpoints if not matched(e)]
+
+
+def thread_schedules(pid: int) -> dict[str, set[tuple[int, int]]]:
+    """Thread name -> the (scheduling policy, real-time priority) pairs of a process's threads
+    of that name, from /proc (policy 1: SCHED_FIFO)."""
+    schedules: dict[str, set[tuple[int, int]]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+            name = (task / "comm").read_text().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # from field 3 (state) on
+        schedules.setdefault(name, set()).add((int(fields[38]), int(fields[37])))
+    return schedules

@@ -3,6 +3,7 @@ in lockstep (real time: test_executor_realtime.py) and an rclpy client in the te
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from mbpl_ros.arm_state import ArmStateBuilder
 from mbpl_ros.conversions import controller_to_msg, rollout_from_msg
 from mbpl_ros.core.controllers import init_lqr, smoothed_noise
 from mbpl_ros.core.state import StateLayout
+from mbpl_ros.realtime import realtime_dds_env
 from mbpl_sim import DEFAULT_EE_LINK, default_urdf
 from mbpl_sim.description import ArmDescription
 from mbpl_sim.tasks import make_conditions, make_task, task_kinematics
@@ -98,10 +100,13 @@ class Graph:
 
     def __enter__(self) -> Graph:
         self.start_bridge()
-        for name, module, params in (
-                ("estimator", ESTIMATOR, {**self.arm, **self.estimator_params}),
-                ("executor", EXECUTOR, {**self.arm, "mode": self.mode, **self.executor_params})):
-            context = node_process(module, params)
+        # A real-time executor runs as deployed: Fast DDS's threads at its loop's priority.
+        executor_env = realtime_dds_env(os.environ) if self.mode == "realtime" else None
+        for name, module, params, env in (
+                ("estimator", ESTIMATOR, {**self.arm, **self.estimator_params}, None),
+                ("executor", EXECUTOR, {**self.arm, "mode": self.mode, **self.executor_params},
+                 executor_env)):
+            context = node_process(module, params, env=env)
             self._contexts.append(context)
             setattr(self, name, context.__enter__())
         return self

@@ -10,11 +10,12 @@ import pytest
 from mbpl_interfaces.msg import ArmState
 from mbpl_interfaces.srv import ResetToCondition
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from ros_helpers import call_service, spin_until
+from ros_helpers import call_service, spin_until, thread_schedules
 from sensor_msgs.msg import JointState
 from test_executor import Arm, Client, Graph, goal_for, policy_goal, save_test_policy, stamp
 
 from mbpl_ros.conversions import rollout_from_msg
+from mbpl_ros.realtime import realtime_permitted
 
 pytestmark = pytest.mark.ros
 
@@ -49,6 +50,14 @@ def test_realtime_hold_commands_at_1khz_and_pd_reset_reaches_the_condition(ros_n
                {"ros_thread_priority": 70}) as graph:
         client = Client(ros_node, joint_states=False)  # a light client: 1 kHz is a lot here
         assert ros_node.count_services(reset_service) == 1
+        if realtime_permitted():
+            # config/fastdds_realtime.xml reached the executor: its reception threads (shared
+            # memory and UDP; "dds.shm.wdog" is a watchdog, not one) run at the loop's
+            # SCHED_FIFO 80, and the states and commands below travel through them.
+            reception = {name: schedule for name, schedule in
+                         thread_schedules(graph.executor.pid).items()
+                         if re.fullmatch(r"dds\.(shm|udp)\.\d+", name)}
+            assert reception and all(s == {(1, 80)} for s in reception.values()), reception
         states: list[ArmState] = []
         probe = ros_node.create_subscription(ArmState, "state", lambda m: states.__setitem__(
             slice(None), [m]), QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))

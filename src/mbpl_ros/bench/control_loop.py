@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mbpl_ros.realtime import DeadlineLoop, try_realtime_priority
+from mbpl_ros.realtime import DeadlineLoop, realtime_dds_env, try_realtime_priority
 
 LOOP_KEYS = ("ticks", "missed", "p50_us", "p99_us", "p999_us", "max_us")
 
@@ -165,7 +165,8 @@ def _measure(seconds: float, warmup: float, priority: int, env: dict, workdir: P
     stats_file = workdir / "executor_stats.json"
     params = {"mode": "realtime", "initial_mode": "hold", "stats_file": str(stats_file),
               "stats_window_s": seconds, **executor_params}
-    executor = _start("mbpl_ros.nodes.controller_executor", params, env,
+    executor_env = realtime_dds_env(env) if priority > 0 else env
+    executor = _start("mbpl_ros.nodes.controller_executor", params, executor_env,
                       workdir / "controller_executor.log")
     log = workdir / "controller_executor.log"
 
@@ -214,8 +215,9 @@ def _measure(seconds: float, warmup: float, priority: int, env: dict, workdir: P
     steal = float("nan")
     if jiffies0 and jiffies1 and jiffies1[1] > jiffies0[1]:
         steal = (jiffies1[0] - jiffies0[0]) / (jiffies1[1] - jiffies0[1])
-    return report, json.loads(bare_file.read_text()), {"t0": t0, "t1": t1, "wall0": wall0,
-                                                       "wall1": wall1, "steal": steal}
+    return report, json.loads(bare_file.read_text()), {
+        "t0": t0, "t1": t1, "wall0": wall0, "wall1": wall1, "steal": steal,
+        "dds_profile": executor_env.get("FASTDDS_DEFAULT_PROFILES_FILE")}
 
 
 def _latencies(report: dict, window: dict, probe_file: Path) -> np.ndarray:
@@ -337,6 +339,7 @@ def run(argv: list[str] | None = None) -> dict:
         "sched_fifo": {"executor": report["sched_fifo"], "bare": bare_fifo},
         "state_to_command_samples": int(latency_us.size),
         "vm_steal_frac": window["steal"],
+        "executor_dds_profile": window["dds_profile"],
     }
     for name, stats in (("executor", executor), ("bare", bare)):
         print(f"{name:>8}: {stats['ticks']} ticks, {stats['missed']} missed, lateness p50 "
@@ -346,7 +349,8 @@ def run(argv: list[str] | None = None) -> dict:
                  f"µs, of which the command publish p50 {stats['publish_p50_us']:.0f} µs, p99 "
                  f"{stats['publish_p99_us']:.0f} µs" if "work_p50_us" in stats else ""))
     print(f"executor: loop thread {loop_cpu:.0%} of a core, whole process {process_cpu:.0%}; "
-          f"SCHED_FIFO executor {report['sched_fifo']}, bare {bare_fifo}")
+          f"SCHED_FIFO executor {report['sched_fifo']}, bare {bare_fifo}; Fast DDS profile "
+          f"{window['dds_profile'] or 'none (default threads)'}")
     print(f"CPU time taken by the hypervisor (steal) while both loops ran: {window['steal']:.1%} "
           "(it stalls whichever loop's virtual CPU it hits, often for milliseconds)")
     print(f"state -> command: p50 {p50:.0f} µs, p99 {p99:.0f} µs over {latency_us.size} states "

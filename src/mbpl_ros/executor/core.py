@@ -383,7 +383,8 @@ class ExecutorCore:
         q = None if sample is None else sample.q
         qd = None if sample is None else sample.qd
         command, flags = self.safety.apply(desired, q, qd)
-        fresh_flags = flags & ~self._last_flags
+        # (flag arithmetic costs µs per tick: skipped in the usual case, nothing raised)
+        fresh_flags = flags & ~self._last_flags if flags else flags
         if fresh_flags:
             kind = "+".join(f.name.lower() for f in SafetyFlags if f and f in fresh_flags)
             self._emit(SafetyAction(kind, self.safety.describe(flags, desired, q)))
