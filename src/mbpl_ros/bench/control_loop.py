@@ -8,8 +8,9 @@ What runs (processes over DDS, this machine):
      and a probe process that records the DDS source timestamp of every joint state (also kept
      running: both loops see bridge + estimator + probe);
   2. the controller_executor as its own process in hold mode (as deployed: its loop thread takes
-     the states and publishes the commands, its EventsExecutor thread serves the rest); after a
-     warm-up,
+     the states and publishes the commands, its EventsExecutor thread serves the rest, and its
+     Fast DDS reception threads run at the loop's priority where SCHED_FIFO is permitted:
+     ``realtime_dds_env``); after a warm-up,
   3. at the same time as the executor is measured, a bare DeadlineLoop with a trivial tick in a
      process of its own (no ROS in it), asking for the same SCHED_FIFO priority. Measuring both
      over the same seconds matters on this VM: a bare loop alone misses anywhere from 0.1 % to
