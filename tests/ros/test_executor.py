@@ -116,6 +116,8 @@ class Graph:
             context.__exit__(None, None, None)
         self.stop_bridge()
         self.log = self.executor.stdout.read() if self.executor.stdout else ""
+        if exc and exc[0] is not None:  # pytest shows this with the failure
+            print(f"controller_executor's output (last 4000 characters):\n{self.log[-4000:]}")
 
     def alive(self) -> bool:
         return self.executor.poll() is None and self.estimator.poll() is None
