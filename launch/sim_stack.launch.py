@@ -16,11 +16,11 @@ Nodes are started through the `mbpl` console script, with the parameter files un
 from pathlib import Path
 
 from launch.actions import DeclareLaunchArgument, EmitEvent, ExecuteProcess, RegisterEventHandler
-from launch.conditions import LaunchConfigurationEquals, LaunchConfigurationNotEquals
+from launch.conditions import IfCondition, UnlessCondition
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
 from launch.launch_description import LaunchDescription
-from launch.substitutions import LaunchConfiguration
+from launch.substitutions import EqualsSubstitution, LaunchConfiguration
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 
@@ -67,6 +67,7 @@ def generate_launch_description() -> LaunchDescription:
         *arg("iterations"), *arg("horizon"), *arg("seed"), *arg("out"), *arg("resume"),
         "-p", ["namespaces:=['", LaunchConfiguration("namespace"), "']"],
         namespaced=False)
+    realtime = EqualsSubstitution(LaunchConfiguration("mode"), "realtime")
     return LaunchDescription([
         *arguments,
         node("sim_bridge", "sim_bridge.yaml", *arg("backend"), *arg("mode"), *arg("task"),
@@ -76,8 +77,8 @@ def generate_launch_description() -> LaunchDescription:
              *arg("seed")),
         *(node("controller_executor", "controller_executor.yaml", *arg("mode"), *arg("task"),
                *arg("conditions"), *arg("seed"), env=env, condition=condition)
-          for env, condition in ((REALTIME_DDS, LaunchConfigurationEquals("mode", "realtime")),
-                                 (None, LaunchConfigurationNotEquals("mode", "realtime")))),
+          for env, condition in ((REALTIME_DDS, IfCondition(realtime)),
+                                 (None, UnlessCondition(realtime)))),
         node("dynamics_fitter", "dynamics_fitter.yaml", namespaced=False),
         trainer,
         # The session is over when the trainer exits: take the stack down with it.
