@@ -13,19 +13,18 @@ horizon x dt and the number of trials per iteration modest.
 Nodes are started through the `mbpl` console script, with the parameter files under config/.
 """
 
+import os
 from pathlib import Path
 
 from launch.actions import DeclareLaunchArgument, ExecuteProcess
 from launch.launch_description import LaunchDescription
 from launch.substitutions import LaunchConfiguration
 
+from mbpl_ros.realtime import realtime_dds_variables
+
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 JOINT_STATES = "/joint_states"
 EFFORT_COMMANDS = "/effort_controller/commands"
-
-
-# The executor's Fast DDS reception threads at its loop's SCHED_FIFO priority (why: the file).
-REALTIME_DDS = {"FASTDDS_DEFAULT_PROFILES_FILE": str(CONFIG / "fastdds_realtime.xml")}
 
 
 def node(name: str, params_file: str, *overrides, env: dict | None = None) -> ExecuteProcess:
@@ -40,6 +39,9 @@ def arg(name: str) -> list:
 
 
 def generate_launch_description() -> LaunchDescription:
+    # The executor's Fast DDS reception threads at its loop's SCHED_FIFO priority, where that
+    # is permitted and the environment names no profile of its own (config/fastdds_realtime.xml).
+    realtime_dds = realtime_dds_variables(os.environ)
     return LaunchDescription([
         DeclareLaunchArgument("urdf", description="the arm's URDF"),
         DeclareLaunchArgument("ee_link", description="end-effector link of the URDF"),
@@ -57,7 +59,7 @@ def generate_launch_description() -> LaunchDescription:
              "-r", f"joint_states:={JOINT_STATES}"),
         node("controller_executor", "controller_executor.yaml", *arg("urdf"), *arg("ee_link"),
              *arg("task"), *arg("conditions"), *arg("seed"), "-p", "mode:=realtime",
-             "-r", f"effort_controller/commands:={EFFORT_COMMANDS}", env=REALTIME_DDS),
+             "-r", f"effort_controller/commands:={EFFORT_COMMANDS}", env=realtime_dds),
         node("dynamics_fitter", "dynamics_fitter.yaml"),
         node("gps_trainer", "gps_trainer.yaml", *arg("urdf"), *arg("ee_link"), *arg("task"),
              *arg("conditions"), *arg("samples"), *arg("iterations"), *arg("horizon"),

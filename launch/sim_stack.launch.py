@@ -13,6 +13,7 @@ the same processes without launch (and several arms with --workers).
 Nodes are started through the `mbpl` console script, with the parameter files under config/.
 """
 
+import os
 from pathlib import Path
 
 from launch.actions import DeclareLaunchArgument, EmitEvent, ExecuteProcess, RegisterEventHandler
@@ -22,12 +23,9 @@ from launch.events import Shutdown
 from launch.launch_description import LaunchDescription
 from launch.substitutions import EqualsSubstitution, LaunchConfiguration
 
+from mbpl_ros.realtime import realtime_dds_variables
+
 CONFIG = Path(__file__).resolve().parents[1] / "config"
-
-
-# In realtime mode, the executor's Fast DDS reception threads at its loop's SCHED_FIFO priority
-# (why: the file).
-REALTIME_DDS = {"FASTDDS_DEFAULT_PROFILES_FILE": str(CONFIG / "fastdds_realtime.xml")}
 
 
 def node(name: str, params_file: str, *overrides, namespaced: bool = True,
@@ -45,6 +43,9 @@ def arg(name: str) -> list:
 
 
 def generate_launch_description() -> LaunchDescription:
+    # The executor's Fast DDS reception threads at its loop's SCHED_FIFO priority, where that
+    # is permitted and the environment names no profile of its own (config/fastdds_realtime.xml).
+    realtime_dds = realtime_dds_variables(os.environ)
     arguments = [
         DeclareLaunchArgument("namespace", default_value="", description="robot namespace"),
         DeclareLaunchArgument("backend", default_value="mujoco", description="mujoco or pybullet"),
@@ -77,7 +78,7 @@ def generate_launch_description() -> LaunchDescription:
              *arg("seed")),
         *(node("controller_executor", "controller_executor.yaml", *arg("mode"), *arg("task"),
                *arg("conditions"), *arg("seed"), env=env, condition=condition)
-          for env, condition in ((REALTIME_DDS, IfCondition(realtime)),
+          for env, condition in ((realtime_dds, IfCondition(realtime)),
                                  (None, UnlessCondition(realtime)))),
         node("dynamics_fitter", "dynamics_fitter.yaml", namespaced=False),
         trainer,

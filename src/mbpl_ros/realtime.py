@@ -108,23 +108,21 @@ REALTIME_DDS_PROFILE = Path(__file__).resolve().parents[2] / "config" / "fastdds
 def realtime_permitted() -> bool:
     """Whether this process may put threads under SCHED_FIFO (tries on the calling thread and
     puts its policy back)."""
-    try:
-        policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
-        os.sched_setscheduler(0, policy, param)
-    except (PermissionError, OSError, AttributeError):
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    if not try_realtime_priority(1):
         return False
+    os.sched_setscheduler(0, policy, param)
     return True
 
 
-def realtime_dds_env(env: Mapping[str, str]) -> dict[str, str]:
-    """``env`` for a real-time controller_executor process: with :data:`REALTIME_DDS_PROFILE`
-    as Fast DDS's default profile, unless ``env`` names a profile file of its own or SCHED_FIFO
-    is not permitted here (Fast DDS would then log an error for every reception thread)."""
-    env = dict(env)
-    if "FASTDDS_DEFAULT_PROFILES_FILE" not in env and realtime_permitted():
-        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(REALTIME_DDS_PROFILE)
-    return env
+def realtime_dds_variables(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables to add to ``env`` for a real-time controller_executor process:
+    :data:`REALTIME_DDS_PROFILE` as Fast DDS's default profile, unless ``env`` names a profile
+    file of its own or SCHED_FIFO is not permitted here (Fast DDS would then log an error for
+    every reception thread)."""
+    if "FASTDDS_DEFAULT_PROFILES_FILE" in env or not realtime_permitted():
+        return {}
+    return {"FASTDDS_DEFAULT_PROFILES_FILE": str(REALTIME_DDS_PROFILE)}
 
 
 def phase_locked_start(now: float, event: float, period: float, offset: float,

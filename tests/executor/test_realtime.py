@@ -88,18 +88,18 @@ def test_deadline_loop_starts_on_the_given_grid():
     assert all(s >= first + i * 0.001 for i, s in enumerate(starts))
 
 
-def test_realtime_dds_env_names_the_profile_only_where_it_can_apply(monkeypatch):
+def test_realtime_dds_variables_name_the_profile_only_where_it_can_apply(monkeypatch):
     from mbpl_ros import realtime
 
     monkeypatch.setattr(realtime, "realtime_permitted", lambda: True)
     env = {"PATH": "/bin"}
-    assert realtime.realtime_dds_env(env) == {
-        "PATH": "/bin", "FASTDDS_DEFAULT_PROFILES_FILE": str(realtime.REALTIME_DDS_PROFILE)}
+    assert realtime.realtime_dds_variables(env) == {
+        "FASTDDS_DEFAULT_PROFILES_FILE": str(realtime.REALTIME_DDS_PROFILE)}
     assert env == {"PATH": "/bin"}  # the caller's mapping is left alone
     own = {"FASTDDS_DEFAULT_PROFILES_FILE": "/etc/site.xml"}
-    assert realtime.realtime_dds_env(own) == own  # a site's own profile wins
+    assert realtime.realtime_dds_variables(own) == {}  # a site's own profile wins
     monkeypatch.setattr(realtime, "realtime_permitted", lambda: False)
-    assert realtime.realtime_dds_env(env) == env  # Fast DDS would log an error per thread
+    assert realtime.realtime_dds_variables(env) == {}  # Fast DDS would log an error per thread
 
 
 def test_realtime_dds_profile_runs_both_transports_at_the_executor_loop_priority():

@@ -25,7 +25,7 @@ from mbpl_ros.arm_state import ArmStateBuilder
 from mbpl_ros.conversions import controller_to_msg, rollout_from_msg
 from mbpl_ros.core.controllers import init_lqr, smoothed_noise
 from mbpl_ros.core.state import StateLayout
-from mbpl_ros.realtime import realtime_dds_env
+from mbpl_ros.realtime import realtime_dds_variables
 from mbpl_sim import DEFAULT_EE_LINK, default_urdf
 from mbpl_sim.description import ArmDescription
 from mbpl_sim.tasks import make_conditions, make_task, task_kinematics
@@ -101,7 +101,8 @@ class Graph:
     def __enter__(self) -> Graph:
         self.start_bridge()
         # A real-time executor runs as deployed: Fast DDS's threads at its loop's priority.
-        executor_env = realtime_dds_env(os.environ) if self.mode == "realtime" else None
+        executor_env = ({**os.environ, **realtime_dds_variables(os.environ)}
+                        if self.mode == "realtime" else None)
         for name, module, params, env in (
                 ("estimator", ESTIMATOR, {**self.arm, **self.estimator_params}, None),
                 ("executor", EXECUTOR, {**self.arm, "mode": self.mode, **self.executor_params},

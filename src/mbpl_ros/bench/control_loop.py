@@ -10,7 +10,7 @@ What runs (processes over DDS, this machine):
   2. the controller_executor as its own process in hold mode (as deployed: its loop thread takes
      the states and publishes the commands, its EventsExecutor thread serves the rest, and its
      Fast DDS reception threads run at the loop's priority where SCHED_FIFO is permitted:
-     ``realtime_dds_env``); after a warm-up,
+     ``realtime_dds_variables``); after a warm-up,
   3. at the same time as the executor is measured, a bare DeadlineLoop with a trivial tick in a
      process of its own (no ROS in it), asking for the same SCHED_FIFO priority. Measuring both
      over the same seconds matters on this VM: a bare loop alone misses anywhere from 0.1 % to
@@ -57,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mbpl_ros.realtime import DeadlineLoop, realtime_dds_env, try_realtime_priority
+from mbpl_ros.realtime import DeadlineLoop, realtime_dds_variables, try_realtime_priority
 
 LOOP_KEYS = ("ticks", "missed", "p50_us", "p99_us", "p999_us", "max_us")
 
@@ -166,7 +166,7 @@ def _measure(seconds: float, warmup: float, priority: int, env: dict, workdir: P
     stats_file = workdir / "executor_stats.json"
     params = {"mode": "realtime", "initial_mode": "hold", "stats_file": str(stats_file),
               "stats_window_s": seconds, **executor_params}
-    executor_env = realtime_dds_env(env) if priority > 0 else env
+    executor_env = {**env, **realtime_dds_variables(env)} if priority > 0 else env
     executor = _start("mbpl_ros.nodes.controller_executor", params, executor_env,
                       workdir / "controller_executor.log")
     log = workdir / "controller_executor.log"
