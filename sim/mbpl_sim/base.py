@@ -7,6 +7,26 @@ physics step the engine adds gravity compensation (when enabled) and the URDF jo
 velocities). Both backends integrate damping explicitly, so one step's velocity change equals
 ``timestep`` times the continuous-time acceleration of the rigid-body model.
 
+Drives: each joint's drive has a linear torque-speed curve whose no-load speed is the URDF velocity
+limit v: it delivers a commanded torque tau only within [-e (1 + qd/v), e (1 - qd/v)] (e: the URDF
+effort limit). That is full effort at rest, none in the direction of motion at v, and braking
+beyond v (back-EMF above the supply voltage). Without the curve nothing limited velocities:
+training trials drove joints at 18-92 rad/s against the URDF's 2.0-2.6 rad/s, and controllers
+learned to use speeds no arm has.
+
+The curve's slope e/v acts like a damper, and a stiff one: on the light wrist joints its time
+constant I v / e is about 0.2 ms, shorter than the 1 ms physics step, so bounding the torque by the
+velocity at the start of the step would overshoot and oscillate. The bound is therefore taken at
+the velocity the joint reaches at the *end* of the step under its own drive torque,
+qd + h a tau with a = (M^-1)_ii (joint i's acceleration per unit of its own torque, the other
+joints free). Solved for tau, with beta = h a e / v:
+
+    -e (1 + qd/v) / (1 + beta)  <=  tau  <=  e (1 - qd/v) / (1 + beta)
+
+(backward Euler for the drive's damping, as MuJoCo's implicit integrator treats actuator damping).
+A joint driven at full effort approaches e / (e/v + (1 + beta) D) < v, not passing v under its own
+drive (D: the URDF damping, still explicit).
+
 Gravity compensation (default on) mimics the torque interfaces of the Franka and KUKA arms: the
 commanded torque acts on top of the robot's own gravity compensation g(q), which is not clamped.
 
@@ -198,8 +218,10 @@ class ArmSim(ABC):
     def step(self, torque: np.ndarray, n_steps: int = 1) -> np.ndarray:
         """Apply ``torque`` (n,), N m, for ``n_steps`` physics steps and return the torque applied.
 
-        The torque is clamped to ±effort limits and held constant over the steps; gravity
-        compensation (if enabled) is added on top in every physics step.
+        The torque is clamped to ±effort limits and held constant over the steps; in every
+        physics step the drives deliver it within their torque-speed curve (see the module
+        docstring), and gravity compensation (if enabled) is added on top. The returned torque is
+        the clamped command, before the torque-speed curve.
 
         Raises:
             ValueError: wrong size, non-finite torque or ``n_steps`` < 1; the state is unchanged.
@@ -295,7 +317,8 @@ class ArmSim(ABC):
 
     @abstractmethod
     def _step(self, torque: np.ndarray, n_steps: int) -> None:
-        """Advance ``n_steps`` physics steps with the validated, clamped ``torque`` (n,)."""
+        """Advance ``n_steps`` physics steps with the validated, clamped ``torque`` (n,), passed
+        through :meth:`_drive_torque` at the start of every physics step."""
 
     @abstractmethod
     def _ee_pose(self) -> tuple[np.ndarray, np.ndarray]:
@@ -308,6 +331,17 @@ class ArmSim(ABC):
     @abstractmethod
     def _close(self) -> None:
         """Free engine resources."""
+
+    def _drive_torque(self, command: np.ndarray, qd: np.ndarray,
+                      own_acceleration: np.ndarray) -> np.ndarray:
+        """The torque (n,) the drives deliver for the clamped ``command`` (n,) at joint velocities
+        ``qd`` (n,): ``command`` bounded by the torque-speed curve at the end of the physics step
+        (module docstring). ``own_acceleration`` (n,): the diagonal of M^-1, rad/s^2 per N m."""
+        effort, speed = self.description.effort_limits, self.description.velocity_limits
+        gain = 1.0 + self.config.timestep * own_acceleration * effort / speed
+        upper = effort * (1.0 - qd / speed) / gain
+        lower = -effort * (1.0 + qd / speed) / gain
+        return np.minimum(np.maximum(command, lower), upper)
 
     def _check_open(self) -> None:
         if self._closed:

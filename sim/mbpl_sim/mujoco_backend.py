@@ -9,7 +9,9 @@ Model construction:
     ``discardvisual="false"`` in that block MuJoCo drops the URDF visuals and renders the
     collision geometry instead.
   * one ``motor`` actuator per joint (gear 1, ctrlrange = ± URDF effort); the URDF effort also
-    becomes MuJoCo's joint ``actfrcrange``.
+    becomes MuJoCo's joint ``actfrcrange``. Their controls are set before every ``mj_step``, one
+    physics step at a time, because the drives' torque-speed curve (:mod:`mbpl_sim.base`) depends
+    on the velocity of that step.
   * gravity compensation as body ``gravcomp = 1`` on the arm's bodies (a passive force, outside the
     actuator limits).
   * Euler integrator with ``eulerdamp`` disabled, i.e. joint damping is explicit, as in PyBullet
@@ -101,6 +103,8 @@ class MujocoSim(ArmSim):
         joints = [model.joint(name) for name in description.joint_names]
         self._qadr = np.array([j.qposadr[0] for j in joints])
         self._dadr = np.array([j.dofadr[0] for j in joints])
+        self._unit_torques = np.zeros((len(joints), model.nv))
+        self._unit_torques[np.arange(len(joints)), self._dadr] = 1.0
         self._ee_body = model.body(description.ee_link).id
         target_body = model.body(_TARGET_BODY).id
         self._target_body = target_body
@@ -174,8 +178,15 @@ class MujocoSim(ArmSim):
         self._stale = False
 
     def _step(self, torque: np.ndarray, n_steps: int) -> None:
-        self._data.ctrl[:] = torque
-        mujoco.mj_step(self._model, self._data, nstep=n_steps)
+        model, data, dofs = self._model, self._data, self._dadr
+        unit = self._unit_torques
+        response = np.empty_like(unit)
+        for _ in range(n_steps):
+            # qLD is the factorised M of the last mj_step or mj_forward: at most one step old.
+            mujoco.mj_solveM(model, data, response, unit)
+            own_acceleration = response[np.arange(len(dofs)), dofs]
+            data.ctrl[:] = self._drive_torque(torque, data.qvel[dofs], own_acceleration)
+            mujoco.mj_step(model, data)
         self._stale = True  # mj_step leaves positions-derived quantities one step behind
 
     def _ee_pose(self) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,8 @@ Model construction and the settings that make it match MuJoCo and the rigid-body
     principal axes: the same body); without the second it replaces cylinders by tessellated
     convex hulls (MuJoCo keeps true cylinders).
   * the default velocity motors are switched off (VELOCITY_CONTROL with force 0) and torques are
-    applied with TORQUE_CONTROL before every physics step (PyBullet forgets them after a step).
+    applied with TORQUE_CONTROL before every physics step (PyBullet forgets them after a step),
+    bounded by the drives' torque-speed curve (:mod:`mbpl_sim.base`) at that step's velocities.
   * links without ``<inertial>`` get mass 0 (PyBullet gives them 1 kg and unit inertia).
   * linear and angular link damping set to 0 (PyBullet's default 0.04 is not in the URDF); the
     URDF ``<dynamics damping>`` is applied by PyBullet as an explicit joint torque -D qd.
@@ -156,17 +157,21 @@ class PybulletSim(ArmSim):
 
     def _step(self, torque: np.ndarray, n_steps: int) -> None:
         client, robot, joints = self._client, self._robot, self._joints
-        command = torque.tolist()
         for _ in range(n_steps):
+            states = client.getJointStates(robot, joints)
+            q_dofs = [states[i][0] for i in self._dof_order]
+            mass_dofs = np.array(client.calculateMassMatrix(robot, q_dofs))
+            own_acceleration = np.empty(len(joints))
+            own_acceleration[self._dof_order] = np.diag(np.linalg.inv(mass_dofs))
+            command = self._drive_torque(torque, np.array([s[1] for s in states]),
+                                         own_acceleration)
             if self.config.gravity_compensation:
-                q = [s[0] for s in client.getJointStates(robot, joints)]
-                q_dofs = [q[i] for i in self._dof_order]
                 g_dofs = client.calculateInverseDynamics(robot, q_dofs, self._zeros, self._zeros)
                 gravity = np.empty(len(joints))
                 gravity[self._dof_order] = g_dofs
-                command = (torque + gravity).tolist()
+                command = command + gravity
             client.setJointMotorControlArray(robot, joints, pybullet.TORQUE_CONTROL,
-                                             forces=command)
+                                             forces=command.tolist())
             client.stepSimulation()
 
     def _ee_pose(self) -> tuple[np.ndarray, np.ndarray]:

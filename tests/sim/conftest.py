@@ -41,3 +41,8 @@ def peg_sim(request):
     sim = mbpl_sim.make_sim(request.param, task="peg")
     yield sim
     sim.close()
+
+
+@pytest.fixture(scope="session")
+def spinner1_urdf() -> Path:
+    return DATA / "spinner1.urdf"
