@@ -38,9 +38,13 @@ N = 3
 PERIOD = 0.001
 
 
+MAX_VELOCITY = np.array([3.0, 3.0, 4.0])
+
+
 def limits(margin: float = 0.1) -> SafetyLimits:
     return SafetyLimits(effort=np.array([10.0, 10.0, 2.0]), lower=np.full(N, -1.0),
-                        upper=np.full(N, 1.0), margin=margin, limit_damping=np.full(N, 0.5))
+                        upper=np.full(N, 1.0), margin=margin, limit_damping=np.full(N, 0.5),
+                        max_velocity=MAX_VELOCITY)
 
 
 def make_core(lockstep: bool = False, mode: Mode = Mode.IDLE, **config) -> ExecutorCore:
@@ -254,6 +258,47 @@ def test_estop_aborts_the_trial_latches_zero_torque_until_release():
     core.submit(Release())
     out = core.step(0.020, sample(0.020, q=[0.5, 0, 0]))
     assert core.mode is Mode.HOLD and np.allclose(out, 0.0)  # holds where it is
+
+
+def test_overspeed_reports_the_joints_beyond_their_bounds():
+    f = SafetyFilter(limits())
+    assert f.overspeed(np.array([3.0, -3.0, 4.0])) is None  # at the bounds
+    assert f.overspeed(np.array([0.0, -3.5, 4.5])) == (
+        "joints [1, 2] at [-3.5, 4.5] rad/s, beyond their velocity bounds [3.0, 4.0] rad/s")
+    assert "joints [0]" in f.overspeed(np.array([np.nan, 0.0, 0.0]))
+    unchecked = SafetyFilter(SafetyLimits(np.ones(N), -np.ones(N), np.ones(N), 0.1, np.zeros(N)))
+    assert unchecked.overspeed(np.full(N, 1e6)) is None
+    for bad in (0.0, -1.0, np.nan):
+        with pytest.raises(ValueError, match="max_velocity"):
+            SafetyLimits(np.ones(N), -np.ones(N), np.ones(N), 0.1, np.zeros(N), max_velocity=bad)
+
+
+@pytest.mark.parametrize("lockstep", [False, True])
+def test_overspeed_while_driving_the_arm_estops_it(lockstep):
+    core = make_core(lockstep=lockstep, mode=Mode.HOLD)
+    core.submit(StartTrial(1, TrialSpec(controller(50, 2), 50, 0.002, 1 if lockstep else 2)))
+    for k in range(4):
+        core.step(k * PERIOD, sample(k * PERIOD, x=np.ones(2), stamp=k * 0.002))
+    assert core.mode is Mode.TRIAL
+    fast = sample(0.004, qd=[0.0, 0.0, -4.2], x=np.ones(2), stamp=0.008)
+    out = core.step(0.004, fast)
+    np.testing.assert_array_equal(out, np.zeros(N))  # lockstep too: one zero command
+    assert core.mode is Mode.ESTOP
+    (finished,) = events(core, TrialFinished)
+    assert finished.result.aborted and finished.result.reason == (
+        "e-stop: joints [2] at [-4.2] rad/s, beyond their velocity bounds [4.0] rad/s")
+    assert [e.kind for e in events(core, SafetyAction)] == ["overspeed"]
+    # Latched: later states, fast or not, keep zero torque until a release.
+    for k in range(5, 9):
+        out = core.step(k * PERIOD, sample(k * PERIOD, qd=[0.0, 0.0, 0.1 * k]))
+        assert out is None if lockstep else np.array_equal(out, np.zeros(N))
+    assert core.mode is Mode.ESTOP
+
+
+def test_overspeed_in_idle_stops_nothing():
+    core = make_core(mode=Mode.IDLE)  # an operator moving the floating arm by hand
+    core.step(0.0, sample(0.0, qd=[10.0, 0.0, 0.0]))
+    assert core.mode is Mode.IDLE and not events(core, SafetyAction)
 
 
 def test_cancel_and_hold_abort_a_trial():

@@ -13,7 +13,10 @@ Modes:
   :class:`~mbpl_ros.executor.trial.TrialRun`; ends in ``hold``.
 * ``hold``   PD to the joint positions seen at the first fresh state after entering hold (or q0
   after a successful reset).
-* ``estop``  zero torque, latched: only ``Release`` leaves it (to ``hold``).
+* ``estop``  zero torque, latched: only ``Release`` leaves it (to ``hold``). Entered on request, or
+  by itself when a new state shows a joint beyond the safety limits' ``max_velocity`` while the
+  executor drives the arm (reset, trial, hold): a controller out of control. Idle is exempt, so
+  that moving the floating arm by hand stops nothing.
 
 Time bases (one code path, :attr:`ExecutorConfig.lockstep`):
 
@@ -55,6 +58,10 @@ class Mode(enum.StrEnum):
     TRIAL = "trial"
     HOLD = "hold"
     ESTOP = "estop"
+
+
+DRIVING = frozenset((Mode.RESET, Mode.TRIAL, Mode.HOLD))
+"""Modes in which the executor drives the arm (an overspeed in them e-stops it)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -278,6 +285,11 @@ class ExecutorCore:
         if self.watchdog.changed:
             self._on_freshness_change(level)
             level = self.watchdog.level
+        if new and self.mode in DRIVING:
+            overspeed = self.safety.overspeed(sample.qd)
+            if overspeed is not None:
+                self._emit(SafetyAction("overspeed", f"{overspeed}: e-stop"))
+                once = self._handle(EStop(overspeed), now, sample, level)
 
         if lockstep:
             return self._lockstep_command(now, sample, response, once)

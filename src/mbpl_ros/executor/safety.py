@@ -13,6 +13,10 @@ Order (one call of :meth:`SafetyFilter.apply`):
 3. **Effort clamp** to ±the URDF effort limits (flag ``CLAMPED``), last, so that the damping term
    of step 2 cannot exceed the limits either.
 
+Separately, :meth:`SafetyFilter.overspeed` checks a state against ``max_velocity``: a joint moving
+faster than that is a controller (or a state feed) out of control, and the executor answers it with
+an e-stop, not a filtered command.
+
 Units: rad, rad/s, N m (m, m/s, N for prismatic joints).
 """
 
@@ -46,6 +50,8 @@ class SafetyLimits:
         lower, upper: (n,) position limits, rad.
         margin: width of the guard zone inside each position limit, rad (0 disables the guard).
         limit_damping: (n,) damping gains used in the guard zone, N m s/rad.
+        max_velocity: (n,) joint speeds above which :meth:`SafetyFilter.overspeed` reports, rad/s
+            (inf: never).
     """
 
     effort: np.ndarray
@@ -53,6 +59,7 @@ class SafetyLimits:
     upper: np.ndarray
     margin: float
     limit_damping: np.ndarray
+    max_velocity: np.ndarray | float = np.inf
 
     def __post_init__(self) -> None:
         effort = np.asarray(self.effort, dtype=float)
@@ -65,6 +72,11 @@ class SafetyLimits:
             if not np.all(np.isfinite(value)):
                 raise ValueError(f"SafetyLimits.{name}: expected finite values, found {value}")
             arrays[name] = value
+        max_velocity = np.broadcast_to(np.asarray(self.max_velocity, dtype=float), (n,)).copy()
+        if not np.all(max_velocity > 0):  # also refuses NaN
+            raise ValueError(f"SafetyLimits.max_velocity: expected values > 0 (inf: no check), "
+                             f"found {max_velocity}")
+        arrays["max_velocity"] = max_velocity
         if np.any(effort <= 0) or not np.all(np.isfinite(effort)):
             raise ValueError(f"SafetyLimits.effort: expected finite values > 0, found {effort}")
         if np.any(arrays["lower"] >= arrays["upper"]):
@@ -98,6 +110,7 @@ class SafetyFilter:
         self._upper_list = self._upper_zone.tolist()
         self._lower_list = self._lower_zone.tolist()
         self._effort_list = limits.effort.tolist()
+        self._max_velocity_list = limits.max_velocity.tolist()
         self._negative_effort = -limits.effort
         self._zero = np.zeros(limits.n_joints)
         self._zero.setflags(write=False)
@@ -141,6 +154,18 @@ class SafetyFilter:
             flags |= SafetyFlags.CLAMPED
             np.minimum(np.maximum(tau, self._negative_effort, out=tau), limits.effort, out=tau)
         return tau, flags
+
+    def overspeed(self, qd: np.ndarray) -> str | None:
+        """Why the joint velocities ``qd`` (n,) are out of bounds (a joint above
+        ``max_velocity``, or non-finite), or None when they are not."""
+        speeds = qd.tolist()
+        if all(abs(v) <= m for v, m in zip(speeds, self._max_velocity_list, strict=True)):
+            return None  # NaN fails the comparison, so it is reported below
+        joints = [i for i, (v, m) in enumerate(zip(speeds, self._max_velocity_list, strict=True))
+                  if not abs(v) <= m]
+        return (f"joints {joints} at {[round(speeds[i], 2) for i in joints]} rad/s, beyond "
+                f"their velocity bounds {[round(self._max_velocity_list[i], 2) for i in joints]} "
+                "rad/s")
 
     def describe(self, flags: SafetyFlags, command: np.ndarray, q: np.ndarray | None) -> str:
         """A one-line reason for a log: which joints were affected and why."""

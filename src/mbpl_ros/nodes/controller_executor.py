@@ -211,7 +211,9 @@ class ControllerExecutor(Node):
         reset = ResetSettings(p["reset_position_tolerance"], p["reset_velocity_tolerance"],
                               p["reset_timeout_s"], p["reset_max_velocity"])
         limits = SafetyLimits(self.arm.effort_limits, self.arm.lower, self.arm.upper,
-                              p["joint_limit_margin"], limit_damping)
+                              p["joint_limit_margin"], limit_damping,
+                              max_velocity=(p["overspeed_factor"] * self.arm.velocity_limits
+                                            if p["overspeed_factor"] > 0 else np.inf))
         config = ExecutorConfig(gains=gains, reset=reset, gains_at=gains_at,
                                 lockstep=self.lockstep, stale_hold_s=p["stale_hold_ms"] * 1e-3,
                                 stale_stop_s=p["stale_stop_ms"] * 1e-3,
@@ -335,6 +337,8 @@ class ControllerExecutor(Node):
             "reset_max_velocity": (0.5, "peak joint speed of the reset path, rad/s"),
             "joint_limit_margin": (0.05, "zone inside each position limit where outward torque "
                                          "is removed and outward velocity damped, rad"),
+            "overspeed_factor": (1.5, "e-stop while driving the arm (reset, trial, hold) when a "
+                                      "joint exceeds this times its URDF velocity limit; 0: off"),
             "stale_hold_ms": (5.0, "realtime: hold the last command when the state is older, ms"),
             "stale_stop_ms": (20.0, "realtime: zero torque and abort when older, ms"),
             "lockstep_timeout_s": (2.0, "lockstep: abort a trial when a command is unanswered "
@@ -427,6 +431,9 @@ class ControllerExecutor(Node):
                              f"found {v['stale_stop_ms']}")
         if v["dt"] < 0:
             raise ValueError(f"dt: expected >= 0 s, found {v['dt']}")
+        if not (v["overspeed_factor"] == 0 or v["overspeed_factor"] >= 1):
+            raise ValueError(f"overspeed_factor: expected 0 (off) or >= 1, found "
+                             f"{v['overspeed_factor']}")
         if v["joint_limit_margin"] < 0 or v["pd_damping_ratio"] < 0:
             raise ValueError("joint_limit_margin and pd_damping_ratio: expected >= 0, found "
                              f"{v['joint_limit_margin']} and {v['pd_damping_ratio']}")
