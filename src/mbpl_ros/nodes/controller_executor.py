@@ -337,7 +337,7 @@ class ControllerExecutor(Node):
             "reset_max_velocity": (0.5, "peak joint speed of the reset path, rad/s"),
             "joint_limit_margin": (0.05, "zone inside each position limit where outward torque "
                                          "is removed and outward velocity damped, rad"),
-            "overspeed_factor": (1.5, "e-stop while driving the arm (reset, trial, hold) when a "
+            "overspeed_factor": (3.0, "e-stop while driving the arm (reset, trial, hold) when a "
                                       "joint exceeds this times its URDF velocity limit; 0: off"),
             "stale_hold_ms": (5.0, "realtime: hold the last command when the state is older, ms"),
             "stale_stop_ms": (20.0, "realtime: zero torque and abort when older, ms"),
