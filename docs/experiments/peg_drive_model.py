@@ -1,5 +1,7 @@
-"""MDGPS on peg with a torque-speed limit in the MuJoCo simulator (an experiment; not in the
-simulator yet).
+"""MDGPS on peg with an explicit torque-speed limit in the MuJoCo simulator: the ninth session's
+experiment. The simulators now model the drives themselves (mbpl_sim.base), with the bound taken
+at the end of each physics step instead; this script replaces that with the explicit version
+below, to reproduce the ninth session's figures (docs/gps_experiments.md).
 
     .venv/bin/python docs/experiments/peg_drive_model.py SEED OUT
 
@@ -7,8 +9,9 @@ The same run as `mbpl train --task peg --algorithm mdgps --test-conditions 10 --
 --seed SEED --out OUT`, except that in every physics step each joint's torque is also bounded to
 tmax (1 - qd / vmax) in the direction of motion and to -tmax (1 + qd / vmax) against it
 (tmax, vmax: the URDF's effort and velocity limits), the linear torque-speed curve of a drive
-whose no-load speed is the velocity limit. Without it the simulated joints reach 30-90 rad/s in
-training trials (docs/experiments/trial_joint_velocities.py).
+whose no-load speed is the velocity limit, taken at the velocity at the start of the step. On the
+wrist joints that overshoots (the curve's time constant is shorter than the step) and only the
+actuators' ctrlrange keeps it bounded.
 """
 
 import sys

@@ -1,5 +1,6 @@
 """How fast the simulated arm's joints move in LQR-FLM training trials, against the URDF's
-velocity limits (which nothing in the simulator or the direct loop enforces).
+velocity limits (the drives' torque-speed curve, mbpl_sim.base, keeps a joint's own drive from
+passing it; contacts and the other joints can).
 
     .venv/bin/python docs/experiments/trial_joint_velocities.py TASK SEED ITERATIONS
 
