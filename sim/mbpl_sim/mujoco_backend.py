@@ -103,8 +103,10 @@ class MujocoSim(ArmSim):
         joints = [model.joint(name) for name in description.joint_names]
         self._qadr = np.array([j.qposadr[0] for j in joints])
         self._dadr = np.array([j.dofadr[0] for j in joints])
+        # Row k: a unit torque on joint k; (M^-1)_kk is then response[self._own] (see _step).
+        self._own = (np.arange(len(joints)), self._dadr)
         self._unit_torques = np.zeros((len(joints), model.nv))
-        self._unit_torques[np.arange(len(joints)), self._dadr] = 1.0
+        self._unit_torques[self._own] = 1.0
         self._ee_body = model.body(description.ee_link).id
         target_body = model.body(_TARGET_BODY).id
         self._target_body = target_body
@@ -184,7 +186,7 @@ class MujocoSim(ArmSim):
         for _ in range(n_steps):
             # qLD is the factorised M of the last mj_step or mj_forward: at most one step old.
             mujoco.mj_solveM(model, data, response, unit)
-            own_acceleration = response[np.arange(len(dofs)), dofs]
+            own_acceleration = response[self._own]
             data.ctrl[:] = self._drive_torque(torque, data.qvel[dofs], own_acceleration)
             mujoco.mj_step(model, data)
         self._stale = True  # mj_step leaves positions-derived quantities one step behind
