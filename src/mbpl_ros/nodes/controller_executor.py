@@ -431,8 +431,8 @@ class ControllerExecutor(Node):
                              f"found {v['stale_stop_ms']}")
         if v["dt"] < 0:
             raise ValueError(f"dt: expected >= 0 s, found {v['dt']}")
-        if not (v["overspeed_factor"] == 0 or v["overspeed_factor"] >= 1):
-            raise ValueError(f"overspeed_factor: expected 0 (off) or >= 1, found "
+        if not v["overspeed_factor"] >= 0:
+            raise ValueError(f"overspeed_factor: expected >= 0 (0: off), found "
                              f"{v['overspeed_factor']}")
         if v["joint_limit_margin"] < 0 or v["pd_damping_ratio"] < 0:
             raise ValueError("joint_limit_margin and pd_damping_ratio: expected >= 0, found "
