@@ -103,10 +103,11 @@ class MujocoSim(ArmSim):
         joints = [model.joint(name) for name in description.joint_names]
         self._qadr = np.array([j.qposadr[0] for j in joints])
         self._dadr = np.array([j.dofadr[0] for j in joints])
-        # Row k: a unit torque on joint k; (M^-1)_kk is then response[self._own] (see _step).
-        self._own = (np.arange(len(joints)), self._dadr)
+        # Row k of _unit_torques: a unit torque on joint k; mj_solveM turns it into row k of
+        # M^-1, whose entry on joint k's dof (flat index _own) is (M^-1)_kk.
         self._unit_torques = np.zeros((len(joints), model.nv))
-        self._unit_torques[self._own] = 1.0
+        self._own = np.arange(len(joints)) * model.nv + self._dadr
+        self._unit_torques.flat[self._own] = 1.0
         self._ee_body = model.body(description.ee_link).id
         target_body = model.body(_TARGET_BODY).id
         self._target_body = target_body
@@ -186,8 +187,8 @@ class MujocoSim(ArmSim):
         for _ in range(n_steps):
             # qLD is the factorised M of the last mj_step or mj_forward: at most one step old.
             mujoco.mj_solveM(model, data, response, unit)
-            own_acceleration = response[self._own]
-            data.ctrl[:] = self._drive_torque(torque, data.qvel[dofs], own_acceleration)
+            data.ctrl[:] = self._drive_torque(torque, data.qvel.take(dofs),
+                                              response.take(self._own))
             mujoco.mj_step(model, data)
         self._stale = True  # mj_step leaves positions-derived quantities one step behind
 

@@ -163,8 +163,8 @@ class PybulletSim(ArmSim):
             mass_dofs = np.array(client.calculateMassMatrix(robot, q_dofs))
             own_acceleration = np.empty(len(joints))
             own_acceleration[self._dof_order] = np.diag(np.linalg.inv(mass_dofs))
-            command = self._drive_torque(torque, np.array([s[1] for s in states]),
-                                         own_acceleration)
+            command = np.array(self._drive_torque(torque, np.array([s[1] for s in states]),
+                                                  own_acceleration))
             if self.config.gravity_compensation:
                 g_dofs = client.calculateInverseDynamics(robot, q_dofs, self._zeros, self._zeros)
                 gravity = np.empty(len(joints))
