@@ -182,13 +182,13 @@ class MujocoSim(ArmSim):
 
     def _step(self, torque: np.ndarray, n_steps: int) -> None:
         model, data, dofs = self._model, self._data, self._dadr
-        unit = self._unit_torques
+        unit, command = self._unit_torques, torque.tolist()
         response = np.empty_like(unit)
         for _ in range(n_steps):
             # qLD is the factorised M of the last mj_step or mj_forward: at most one step old.
             mujoco.mj_solveM(model, data, response, unit)
-            data.ctrl[:] = self._drive_torque(torque, data.qvel.take(dofs),
-                                              response.take(self._own))
+            data.ctrl[:] = self._drive_torque(command, data.qvel.take(dofs).tolist(),
+                                              response.take(self._own).tolist())
             mujoco.mj_step(model, data)
         self._stale = True  # mj_step leaves positions-derived quantities one step behind
 

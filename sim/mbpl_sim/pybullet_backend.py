@@ -157,14 +157,15 @@ class PybulletSim(ArmSim):
 
     def _step(self, torque: np.ndarray, n_steps: int) -> None:
         client, robot, joints = self._client, self._robot, self._joints
+        torque_list = torque.tolist()
         for _ in range(n_steps):
             states = client.getJointStates(robot, joints)
             q_dofs = [states[i][0] for i in self._dof_order]
             mass_dofs = np.array(client.calculateMassMatrix(robot, q_dofs))
             own_acceleration = np.empty(len(joints))
             own_acceleration[self._dof_order] = np.diag(np.linalg.inv(mass_dofs))
-            command = np.array(self._drive_torque(torque, np.array([s[1] for s in states]),
-                                                  own_acceleration))
+            command = np.array(self._drive_torque(torque_list, [s[1] for s in states],
+                                                  own_acceleration.tolist()))
             if self.config.gravity_compensation:
                 g_dofs = client.calculateInverseDynamics(robot, q_dofs, self._zeros, self._zeros)
                 gravity = np.empty(len(joints))
