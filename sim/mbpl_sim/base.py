@@ -44,7 +44,7 @@ import numpy as np
 
 from mbpl_sim.description import ArmDescription, check_vector
 from mbpl_sim.errors import SimError
-from mbpl_sim.tasks import Condition, TaskSpec
+from mbpl_sim.tasks import Condition, TargetStand, TaskSpec
 
 DEFAULT_CAMERA_EYE = np.array([1.35, 0.55, 0.8])
 """World position (3,) of the camera when the URDF has no camera frame, m."""
@@ -138,6 +138,11 @@ class EngineJoints:
     upper: np.ndarray
     effort: np.ndarray
     damping: np.ndarray
+
+
+def scene_stand(task: TaskSpec, config: SimConfig) -> TargetStand | None:
+    """The target stand the scene draws: the task's, when there is a table for it to stand on."""
+    return task.stand if config.table else None
 
 
 def look_at_rotation(eye: np.ndarray, target: np.ndarray) -> np.ndarray:

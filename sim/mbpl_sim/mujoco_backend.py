@@ -37,6 +37,7 @@ from mbpl_sim.base import (  # noqa: E402
     EngineJoints,
     SimConfig,
     look_at_rotation,
+    scene_stand,
 )
 from mbpl_sim.description import ArmDescription  # noqa: E402
 from mbpl_sim.errors import UrdfError  # noqa: E402
@@ -44,6 +45,7 @@ from mbpl_sim.tasks import TaskSpec  # noqa: E402
 
 _CAMERA_NAME = "mbpl_camera"
 _TARGET_BODY = "mbpl_target"
+_FOOT_BODY = "mbpl_target_foot"
 _OPTICAL_TO_MUJOCO_CAMERA = np.array([0.0, 1.0, 0.0, 0.0])
 """Quaternion (w, x, y, z) of 180 deg about x: MuJoCo cameras look along -z with +y up."""
 _ARM_CONTYPE, _ARM_CONAFFINITY = 1, 0
@@ -112,6 +114,9 @@ class MujocoSim(ArmSim):
         target_body = model.body(_TARGET_BODY).id
         self._target_body = target_body
         self._mocap = model.body_mocapid[target_body]
+        stand = scene_stand(task, config)
+        self._foot_mocap = None if stand is None else model.body_mocapid[model.body(_FOOT_BODY).id]
+        self._foot_z = 0.0 if stand is None else stand.foot_thickness / 2
         self._arm_body_ids = np.array([model.body(name).id for name in arm_body_names])
         self._camera = model.camera(_CAMERA_NAME).id
         self._scene_option = mujoco.MjvOption()
@@ -171,6 +176,8 @@ class MujocoSim(ArmSim):
 
     def _place_target(self, position: np.ndarray) -> None:
         self._data.mocap_pos[self._mocap] = position
+        if self._foot_mocap is not None:
+            self._data.mocap_pos[self._foot_mocap] = (position[0], position[1], self._foot_z)
         self._stale = True
 
     def _set_state(self, q: np.ndarray, qd: np.ndarray) -> None:
@@ -244,6 +251,17 @@ def _add_scene(spec: mujoco.MjSpec, task: TaskSpec, config: SimConfig) -> None:
         target.add_geom(name="mbpl_target_sphere", type=mujoco.mjtGeom.mjGEOM_SPHERE,
                         size=[task.target_radius, 0, 0], rgba=_TARGET_RGBA, contype=0,
                         conaffinity=0, group=_TASK_GROUP)
+        stand = scene_stand(task, config)
+        if stand is not None:
+            half = stand.rod_length / 2
+            target.add_geom(name="mbpl_target_rod", type=mujoco.mjtGeom.mjGEOM_CYLINDER,
+                            size=[stand.rod_radius, half, 0],
+                            pos=[0, 0, -(task.target_radius + half)], rgba=stand.rgba,
+                            contype=0, conaffinity=0, group=_TASK_GROUP)
+            foot = world.add_body(name=_FOOT_BODY, mocap=True)
+            foot.add_geom(name="mbpl_target_foot", type=mujoco.mjtGeom.mjGEOM_CYLINDER,
+                          size=[stand.foot_radius, stand.foot_thickness / 2, 0], rgba=stand.rgba,
+                          contype=0, conaffinity=0, group=_TASK_GROUP)
         return
     for index, (centre, half) in enumerate(task.hole.boxes()):
         target.add_geom(name=f"mbpl_block_{index}", type=mujoco.mjtGeom.mjGEOM_BOX, pos=centre,

@@ -29,10 +29,11 @@ from mbpl_sim.base import (
     EngineJoints,
     SimConfig,
     look_at_rotation,
+    scene_stand,
 )
 from mbpl_sim.description import ArmDescription
 from mbpl_sim.errors import UrdfError
-from mbpl_sim.tasks import TaskSpec
+from mbpl_sim.tasks import TargetStand, TaskSpec
 
 _TARGET_RGBA = (0.9, 0.1, 0.1, 1.0)
 _BLOCK_RGBA = (0.2, 0.6, 0.3, 1.0)
@@ -100,6 +101,9 @@ class PybulletSim(ArmSim):
                 basePosition=[0.0, 0.0, -half[2]],
             )
         self._target = _create_task_object(client, task)
+        stand = scene_stand(task, config)
+        self._stand = None if stand is None else _create_stand(client, task, stand)
+        self._foot_z = 0.0 if stand is None else stand.foot_thickness / 2
         # Bullet multiplies the two bodies' coefficients.
         friction = float(np.sqrt(config.contact_friction))
         for body in range(client.getNumBodies()):
@@ -150,6 +154,13 @@ class PybulletSim(ArmSim):
     def _place_target(self, position: np.ndarray) -> None:
         self._client.resetBasePositionAndOrientation(self._target, position.tolist(),
                                                      [0.0, 0.0, 0.0, 1.0])
+        if self._stand is not None:
+            rod, foot = self._stand
+            self._client.resetBasePositionAndOrientation(rod, position.tolist(),
+                                                         [0.0, 0.0, 0.0, 1.0])
+            self._client.resetBasePositionAndOrientation(
+                foot, [float(position[0]), float(position[1]), self._foot_z],
+                [0.0, 0.0, 0.0, 1.0])
 
     def _set_state(self, q: np.ndarray, qd: np.ndarray) -> None:
         for index, position, velocity in zip(self._joints, q, qd, strict=True):
@@ -205,6 +216,20 @@ class PybulletSim(ArmSim):
         state = self._client.getLinkState(self._robot, link, computeForwardKinematics=True)
         rotation = np.array(self._client.getMatrixFromQuaternion(state[5])).reshape(3, 3)
         return np.array(state[4]), rotation
+
+
+def _create_stand(client: BulletClient, task: TaskSpec,
+                  stand: TargetStand) -> tuple[int, int]:
+    """The target stand's rod (its body's frame at the ball's centre) and foot (on the table under
+    the ball), visual-only bodies; returns (rod, foot)."""
+    rod = client.createVisualShape(
+        pybullet.GEOM_CYLINDER, radius=stand.rod_radius, length=stand.rod_length,
+        rgbaColor=stand.rgba,
+        visualFramePosition=[0.0, 0.0, -(task.target_radius + stand.rod_length / 2)])
+    foot = client.createVisualShape(pybullet.GEOM_CYLINDER, radius=stand.foot_radius,
+                                    length=stand.foot_thickness, rgbaColor=stand.rgba)
+    return tuple(client.createMultiBody(baseMass=0.0, baseCollisionShapeIndex=-1,
+                                        baseVisualShapeIndex=shape) for shape in (rod, foot))
 
 
 def _create_task_object(client: BulletClient, task: TaskSpec) -> int:

@@ -106,6 +106,26 @@ class HoleGeometry:
 
 
 @dataclass(frozen=True)
+class TargetStand:
+    """The reach target's stand (visual only, drawn when the scene has a table): a thin rod from
+    the ball straight down through the table and a flat foot on the table under the ball.
+
+    Why: from one camera a ball's position along the line of sight shows only in its apparent
+    size, a pixel or two at 32x32. When the tool covers part of the ball that size shrinks, and a
+    visuomotor network read the ball 3-10 cm farther along the line of sight at the end of reach
+    trials (2026-11-30). The foot's place on the table plane and the ball's height above it fix
+    the ball's position with the tool in front of it, as a marker on a stand does in a lab.
+    """
+
+    rod_radius: float = 0.006
+    rod_length: float = 0.4
+    """Longer than the highest target: the table hides the rest."""
+    foot_radius: float = 0.03
+    foot_thickness: float = 0.004
+    rgba: tuple[float, float, float, float] = (0.15, 0.15, 0.15, 1.0)
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """What a task places in the world, what the cost tracks, and when a trial succeeds.
 
@@ -119,6 +139,7 @@ class TaskSpec:
         init_clearance: an initial configuration keeps every ee point at least this far above
             the target and the first point at least this far from it, m.
         ready_height: world z of the ee origin in the home pose (:func:`ready_configuration`), m.
+        stand: the reach target's stand (None: the ball floats).
     """
 
     name: str
@@ -130,6 +151,7 @@ class TaskSpec:
     hole: HoleGeometry | None = None
     init_clearance: float = 0.15
     ready_height: float = 0.45
+    stand: TargetStand | None = None
 
     def __post_init__(self) -> None:
         if self.name not in TASK_NAMES:
@@ -141,11 +163,14 @@ class TaskSpec:
         if (self.name == "peg") != (self.hole is not None):
             raise TaskError(f"task {self.name!r}: expected a hole geometry for 'peg' and only "
                             f"for it, found hole={self.hole}")
+        if self.stand is not None and self.hole is not None:
+            raise TaskError("a target stand is for the reach target; the peg task has a block")
 
     @classmethod
     def reach(cls, **overrides) -> TaskSpec:
-        """Reach a point in the air above the table with the tool pointing down."""
-        return cls(name="reach", **overrides)
+        """Reach a point in the air above the table with the tool pointing down (a ball on a
+        stand marks it)."""
+        return cls(name="reach", **{"stand": TargetStand(), **overrides})
 
     @classmethod
     def peg(cls, hole: HoleGeometry | None = None, **overrides) -> TaskSpec:
