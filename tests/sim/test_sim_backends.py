@@ -6,7 +6,8 @@ from sim_helpers import random_free_state
 
 import mbpl_sim
 from mbpl_ros.kinematics import ArmKinematics
-from mbpl_sim import ArmDescription, Condition, SimError, make_conditions, make_sim
+from mbpl_sim import ArmDescription, Condition, SimError, TaskSpec, make_conditions, make_sim
+from mbpl_sim.base import look_at_rotation
 
 # Semi-implicit (symplectic) Euler updates qd_{t+1} = qd_t + h * qdd(q_t, qd_t, tau_t) with both
 # engines integrating the joint damping explicitly, so the one-step finite difference
@@ -226,3 +227,45 @@ def test_a_world_camera_pose_overrides_the_urdf_camera(backend):
         make_sim(backend, task="reach", camera_eye=(0.5, 0.0, 0.15), camera_look_at=look)
     with pytest.raises(ValueError, match="camera_look_at"):
         make_sim(backend, task="reach", camera_look_at=look)
+
+
+@pytest.mark.parametrize("backend", ["mujoco", "pybullet"])
+def test_the_reach_target_stands_on_a_rod_with_a_foot_on_the_table(backend):
+    """Pinhole projections (world camera, f = (H / 2) / tan(fovy / 2)) of the foot (on the table
+    under the ball, 2 cm either side of the rod) and of the rod's middle show the stand's dark
+    colour and follow the target;
+    without the stand (``stand=None``) or without a table they show the table or nothing."""
+    eye, look = np.array([0.5, -1.0, 0.45]), np.array([0.5, 0.0, 0.1])
+    size, fovy = 96, 35.0
+    focal = (size / 2) / np.tan(np.radians(fovy) / 2)
+    rotation = look_at_rotation(eye, look)
+
+    def darkest_near(image, point):
+        c = rotation.T @ (np.asarray(point) - eye)
+        col, row = int(size / 2 + focal * c[0] / c[2]), int(size / 2 + focal * c[1] / c[2])
+        return int(image[row - 1:row + 2, col - 1:col + 2].max(axis=2).min())
+
+    camera = {"camera_eye": tuple(eye), "camera_look_at": tuple(look), "camera_fovy_deg": fovy}
+    q_away = np.zeros(7)
+    with make_sim(backend, task="reach", **camera) as sim, \
+            make_sim(backend, task=TaskSpec.reach(stand=None), **camera) as bare:
+        radius = sim.task.target_radius
+        for target in ((0.45, -0.1, 0.25), (0.6, 0.15, 0.1)):
+            x, y, z = target
+            feet, rod = ((x - 0.02, y, 0.0), (x + 0.02, y, 0.0)), (x, y, (z - radius) / 2)
+            for s in (sim, bare):
+                s.reset(Condition(q_away, np.array(target)))
+            with_stand, without = sim.render(size, size), bare.render(size, size)
+            for point in (*feet, rod):
+                assert darkest_near(with_stand, point) < 60
+                assert darkest_near(without, point) > 80
+    with make_sim(backend, task="reach", table=False, **camera) as no_table:
+        no_table.reset(Condition(q_away, np.array((0.45, -0.1, 0.25))))
+        np.testing.assert_array_equal(no_table.render(size, size), _render_without_stand(
+            backend, camera, (0.45, -0.1, 0.25), size))
+
+
+def _render_without_stand(backend, camera, target, size):
+    with make_sim(backend, task=TaskSpec.reach(stand=None), table=False, **camera) as sim:
+        sim.reset(Condition(np.zeros(7), np.array(target)))
+        return sim.render(size, size)
