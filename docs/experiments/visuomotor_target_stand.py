@@ -27,6 +27,7 @@ from mbpl_ros.training.config import TrainConfig
 from mbpl_ros.training.direct import condition_table, make_problem
 from mbpl_ros.training.gps_loop import GPSSettings, collect_pretraining_images, visuomotor_network
 from mbpl_sim import TaskSpec, make_sim
+from mbpl_sim.base import DEFAULT_CAMERA_EYE, DEFAULT_CAMERA_LOOK_AT
 from mbpl_sim.errors import TaskError
 from mbpl_sim.tasks import goal_configuration
 
@@ -71,7 +72,7 @@ with torch.no_grad():
     pose = net.vision.pose(net.vision(to_image_tensor(goal_images))).numpy()
 error = pose[:, :3] * np.array(report.target_scale[:3]) + np.array(report.target_mean[:3]) \
     - goal_targets
-sight = np.array([0.4, 0.0, 0.25]) - np.array([1.35, 0.55, 0.8])
+sight = DEFAULT_CAMERA_LOOK_AT - DEFAULT_CAMERA_EYE  # the URDF camera's pose too
 sight /= np.linalg.norm(sight)
 along = error @ sight
 across = error - along[:, None] * sight

@@ -114,9 +114,9 @@ class MujocoSim(ArmSim):
         target_body = model.body(_TARGET_BODY).id
         self._target_body = target_body
         self._mocap = model.body_mocapid[target_body]
-        stand = scene_stand(task, config)
-        self._foot_mocap = None if stand is None else model.body_mocapid[model.body(_FOOT_BODY).id]
-        self._foot_z = 0.0 if stand is None else stand.foot_thickness / 2
+        self._stand = scene_stand(task, config)
+        self._foot_mocap = (None if self._stand is None
+                            else model.body_mocapid[model.body(_FOOT_BODY).id])
         self._arm_body_ids = np.array([model.body(name).id for name in arm_body_names])
         self._camera = model.camera(_CAMERA_NAME).id
         self._scene_option = mujoco.MjvOption()
@@ -176,8 +176,8 @@ class MujocoSim(ArmSim):
 
     def _place_target(self, position: np.ndarray) -> None:
         self._data.mocap_pos[self._mocap] = position
-        if self._foot_mocap is not None:
-            self._data.mocap_pos[self._foot_mocap] = (position[0], position[1], self._foot_z)
+        if self._stand is not None:
+            self._data.mocap_pos[self._foot_mocap] = self._stand.foot_position(position)
         self._stale = True
 
     def _set_state(self, q: np.ndarray, qd: np.ndarray) -> None:

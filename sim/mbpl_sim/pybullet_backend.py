@@ -101,9 +101,9 @@ class PybulletSim(ArmSim):
                 basePosition=[0.0, 0.0, -half[2]],
             )
         self._target = _create_task_object(client, task)
-        stand = scene_stand(task, config)
-        self._stand = None if stand is None else _create_stand(client, task, stand)
-        self._foot_z = 0.0 if stand is None else stand.foot_thickness / 2
+        self._stand = scene_stand(task, config)
+        self._stand_bodies = (None if self._stand is None
+                              else _create_stand(client, task, self._stand))
         # Bullet multiplies the two bodies' coefficients.
         friction = float(np.sqrt(config.contact_friction))
         for body in range(client.getNumBodies()):
@@ -155,12 +155,11 @@ class PybulletSim(ArmSim):
         self._client.resetBasePositionAndOrientation(self._target, position.tolist(),
                                                      [0.0, 0.0, 0.0, 1.0])
         if self._stand is not None:
-            rod, foot = self._stand
+            rod, foot = self._stand_bodies
             self._client.resetBasePositionAndOrientation(rod, position.tolist(),
                                                          [0.0, 0.0, 0.0, 1.0])
-            self._client.resetBasePositionAndOrientation(
-                foot, [float(position[0]), float(position[1]), self._foot_z],
-                [0.0, 0.0, 0.0, 1.0])
+            self._client.resetBasePositionAndOrientation(foot, self._stand.foot_position(position),
+                                                         [0.0, 0.0, 0.0, 1.0])
 
     def _set_state(self, q: np.ndarray, qd: np.ndarray) -> None:
         for index, position, velocity in zip(self._joints, q, qd, strict=True):

@@ -127,6 +127,11 @@ class TargetStand:
     foot_thickness: float = 0.004
     rgba: tuple[float, float, float, float] = (0.15, 0.15, 0.15, 1.0)
 
+    def foot_position(self, target: np.ndarray) -> list[float]:
+        """World position (3,) of the foot's centre for a target at ``target``: under it, resting
+        on the table top (z = 0)."""
+        return [float(target[0]), float(target[1]), self.foot_thickness / 2]
+
 
 @dataclass(frozen=True)
 class TaskSpec:
