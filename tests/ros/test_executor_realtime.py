@@ -53,12 +53,14 @@ def test_realtime_hold_commands_at_1khz_and_pd_reset_reaches_the_condition(ros_n
         assert ros_node.count_services(reset_service) == 1
         if realtime_permitted():
             # config/fastdds_realtime.xml reached the executor: its reception threads (shared
-            # memory and UDP; "dds.shm.wdog" is a watchdog, not one) run at the loop's
-            # SCHED_FIFO 80, and the states and commands below travel through them.
-            reception = {name: schedule for name, schedule in
-                         thread_schedules(graph.executor.pid).items()
+            # memory and UDP; "dds.shm.wdog" is a watchdog, not one) and its timed-events
+            # thread run at the loop's SCHED_FIFO 80, and the states and commands below travel
+            # through them.
+            schedules = thread_schedules(graph.executor.pid)
+            reception = {name: schedule for name, schedule in schedules.items()
                          if re.fullmatch(r"dds\.(shm|udp)\.\d+", name)}
             assert reception and all(s == {(1, 80)} for s in reception.values()), reception
+            assert schedules.get("dds.ev.0") == {(1, 80)}, schedules
         states: list[ArmState] = []
         probe = ros_node.create_subscription(ArmState, "state", lambda m: states.__setitem__(
             slice(None), [m]), QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
