@@ -39,8 +39,9 @@ def arg(name: str) -> list:
 
 
 def generate_launch_description() -> LaunchDescription:
-    # The executor's Fast DDS reception threads at its loop's SCHED_FIFO priority, where that
-    # is permitted and the environment names no profile of its own (config/fastdds_realtime.xml).
+    # The executor's Fast DDS reception and timed-events threads at its loop's SCHED_FIFO
+    # priority, where that is permitted and the environment names no profile of its own
+    # (config/fastdds_realtime.xml).
     realtime_dds = realtime_dds_variables(os.environ)
     return LaunchDescription([
         DeclareLaunchArgument("urdf", description="the arm's URDF"),
