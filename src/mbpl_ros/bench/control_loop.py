@@ -57,6 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mbpl_ros.processes import stop_with_parent
 from mbpl_ros.realtime import DeadlineLoop, realtime_dds_variables, try_realtime_priority
 
 LOOP_KEYS = ("ticks", "missed", "p50_us", "p99_us", "p999_us", "max_us")
@@ -69,7 +70,7 @@ def _start(module: str, params: dict, env: dict, log: Path) -> subprocess.Popen:
         args += ["-p", f"{key}:={value}"]
     with open(log, "ab") as out:
         return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=stop_with_parent)
 
 
 def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
@@ -88,11 +89,13 @@ def _bare_loop(seconds: float, priority: int, out: Path) -> None:
     (JSON) to ``out``."""
     loop = DeadlineLoop(0.001, history=max(1, round(seconds * 1000)))
     granted = []
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())  # the bench died: stop_with_parent
 
     def body() -> None:
         granted.append(priority > 0 and try_realtime_priority(priority))
         print("started", flush=True)
-        loop.run(lambda i: True, threading.Event(), max_ticks=round(seconds * 1000))
+        loop.run(lambda i: True, stop, max_ticks=round(seconds * 1000))
 
     thread = threading.Thread(target=body, name="bare_loop")
     thread.start()
@@ -200,7 +203,8 @@ def _measure(seconds: float, warmup: float, priority: int, env: dict, workdir: P
         check_executor()
         bare = subprocess.Popen([sys.executable, "-m", "mbpl_ros.bench.control_loop", "--bare",
                                  str(seconds), str(priority), str(bare_file)], env=env,
-                                stdout=subprocess.PIPE, text=True, start_new_session=True)
+                                stdout=subprocess.PIPE, text=True, start_new_session=True,
+                                preexec_fn=stop_with_parent)
         if bare.stdout.readline().strip() != "started":
             raise RuntimeError("the bare loop process did not start")
         t0, wall0, jiffies0 = time.monotonic(), time.time(), _cpu_jiffies()
@@ -311,7 +315,8 @@ def run(argv: list[str] | None = None) -> dict:
     with open(workdir / "probe.log", "ab") as out:
         probe = subprocess.Popen([sys.executable, "-m", "mbpl_ros.bench.control_loop", "--probe",
                                   str(probe_file)], env=env, stdout=out,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
+                                 stderr=subprocess.STDOUT, start_new_session=True,
+                                 preexec_fn=stop_with_parent)
     try:
         report, bare_report, window = _measure(args.seconds, args.warmup, args.priority, env,
                                                workdir, executor_params)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from mbpl_ros.processes import stop_with_parent
 from mbpl_ros.training.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -226,7 +227,7 @@ class Graph:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=stop_with_parent)
         handle = NodeProcess(node, namespace, proc, log_path)
         self.processes.append(handle)
         return handle
