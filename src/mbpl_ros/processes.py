@@ -14,11 +14,14 @@ import signal
 import sys
 
 _PR_SET_PDEATHSIG = 1
+# Looked up here, in the parent: a preexec_fn runs in the forked child of a process that has
+# other threads, where loading a library could wait on a lock that no thread will release.
+_prctl = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
 
 
 def stop_with_parent() -> None:
     """``preexec_fn`` for a child process: SIGINT when the thread that started it exits (Linux;
     elsewhere nothing). Start children from a thread that lives as long as they should, such as
     the main thread."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGINT))
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGINT))
