@@ -151,6 +151,7 @@ class DeadlineLoop:
         self.period_s = period_s
         self.spin_margin_s = spin_margin_s
         self._lateness = np.zeros(history)
+        self._deadline = np.zeros(history)
         self._work = np.zeros(history)
         self._skipped_after = np.zeros(history, dtype=np.int64)
         self._count = 0
@@ -176,6 +177,7 @@ class DeadlineLoop:
             now = perf()
             slot = self._count % self._lateness.size
             self._lateness[slot] = now - deadline
+            self._deadline[slot] = deadline
             self._count += 1
             if not tick(i):
                 break
@@ -192,15 +194,32 @@ class DeadlineLoop:
         self._cpu_s += time.thread_time() - cpu0
         self._wall_s += perf() - wall0
 
+    def _window(self, recent: int | None) -> np.ndarray | slice:
+        n = min(self._count, self._lateness.size)
+        if recent is not None and recent < n:
+            return np.arange(self._count - recent, self._count) % self._lateness.size
+        return slice(0, n)
+
+    def missed_deadlines(self, recent: int | None = None) -> np.ndarray:
+        """The deadlines (``time.perf_counter`` s, ascending) that :meth:`stats` counts as
+        missed over the same window: those of ticks that started more than a period late, and
+        those skipped after an overrunning tick. Comparing when two loops missed, rather than
+        how often, tells a stall they shared from one that hit only one of them."""
+        window = self._window(recent)
+        deadlines = self._deadline[window]
+        late = deadlines[self._lateness[window] > self.period_s]
+        skipped_after = self._skipped_after[window]
+        # Tick at deadline d then skipping k: deadlines d + period, ..., d + k * period.
+        starts = np.repeat(deadlines, skipped_after)
+        offsets = np.concatenate([np.arange(1, k + 1) for k in skipped_after[skipped_after > 0]]
+                                 or [np.zeros(0)])
+        return np.sort(np.concatenate([late, starts + offsets * self.period_s]))
+
     def stats(self, recent: int | None = None) -> LatenessStats:
         """Statistics over the history window, or over its ``recent`` newest ticks only (cheap
         enough to compute while the loop runs: a percentile over a minute of ticks holds the
         interpreter for milliseconds, which a loop thread of the same process waits out)."""
-        n = min(self._count, self._lateness.size)
-        if recent is not None and recent < n:
-            window = np.arange(self._count - recent, self._count) % self._lateness.size
-        else:
-            window = slice(0, n)
+        window = self._window(recent)
         cpu_frac = self._cpu_s / self._wall_s if self._wall_s > 0 else float("nan")
         stats = LatenessStats.from_lateness(self._lateness[window], self.period_s, cpu_frac,
                                             self._work[window])

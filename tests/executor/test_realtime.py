@@ -128,3 +128,26 @@ def test_realtime_dds_profile_runs_both_transports_at_the_executor_loop_priority
     assert rtps.findtext("dds:useBuiltinTransports", namespaces=ns) == "false"
     assert sorted(e.text for e in rtps.iterfind("dds:userTransports/dds:transport_id", ns)) == \
         sorted(transports)
+
+
+def test_missed_deadlines_are_the_ones_the_stats_count_and_lie_at_the_overrun():
+    loop = DeadlineLoop(0.001, history=100)
+    overrun_start: list[float] = []
+
+    def tick(i: int) -> bool:
+        if i == 10:
+            overrun_start.append(time.perf_counter())
+            time.sleep(0.0045)
+        return True
+
+    loop.run(tick, threading.Event(), max_ticks=30)
+    missed = loop.missed_deadlines()
+    assert missed.size == loop.stats().missed >= 3
+    assert np.all(np.diff(missed) > 0)
+    # The lost deadlines lie inside the 4.5 ms the tick overran (one loaded tick elsewhere may
+    # add its own; all of the overrun's are there).
+    inside = (missed > overrun_start[0]) & (missed < overrun_start[0] + 0.0045)
+    assert np.count_nonzero(inside) >= 3
+    # they sit on the loop's grid: whole periods apart
+    gaps = np.diff(missed[inside]) / 0.001
+    np.testing.assert_allclose(gaps, np.round(gaps), atol=1e-6)

@@ -28,6 +28,14 @@ def test_control_loop_bench_reports_both_loops_and_the_latency(tmp_path, capsys)
     assert result["state_to_command_samples"] > 100
     assert 0 < result["state_to_command_us"]["p50"] <= result["state_to_command_us"]["p99"]
     assert math.isnan(result["vm_steal_frac"]) or 0 <= result["vm_steal_frac"] < 1
+    # every missed deadline is placed in time, in a stall both loops saw or in one of its own
+    split = result["missed_split"]
+    for loop in ("executor", "bare"):
+        assert split[f"{loop}_in_shared"] + split[f"{loop}_own"] == result[loop]["missed"]
+    ratio = result["missed_ratio"]
+    assert ratio["ratio"] == result["executor"]["missed"] / max(result["bare"]["missed"], 1)
+    low, high = ratio["ci95"]
+    assert low <= high or (math.isnan(low) and math.isnan(high))
     assert png.stat().st_size > 0
     json.dumps(result)  # the last line of the CLI
     assert "target missed <= 1.5x bare" in capsys.readouterr().out
