@@ -68,7 +68,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import DegenerateDataWarning, bootstrap
 
-from mbpl_ros.processes import stop_with_parent
+from mbpl_ros.processes import child_environment, stop_with_parent
 from mbpl_ros.realtime import DeadlineLoop, realtime_dds_variables, try_realtime_priority
 
 LOOP_KEYS = ("ticks", "missed", "p50_us", "p99_us", "p999_us", "max_us")
@@ -80,8 +80,8 @@ def _start(module: str, params: dict, env: dict, log: Path) -> subprocess.Popen:
         value = str(value).lower() if isinstance(value, bool) else value
         args += ["-p", f"{key}:={value}"]
     with open(log, "ab") as out:
-        return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=stop_with_parent)
+        return subprocess.Popen(args, env=child_environment(env), stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
@@ -101,7 +101,8 @@ def _bare_loop(seconds: float, priority: int, out: Path) -> None:
     loop = DeadlineLoop(0.001, history=max(1, round(seconds * 1000)))
     granted = []
     stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())  # the bench died: stop_with_parent
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop_with_parent()
 
     def body() -> None:
         granted.append(priority > 0 and try_realtime_priority(priority))
@@ -217,6 +218,7 @@ def _probe(path: Path) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    stop_with_parent()
     node = rclpy.create_node("bench_control_loop_probe")
     published: dict[int, float] = {}
     sub = node.create_subscription(JointState, "joint_states", lambda _: None,
@@ -277,9 +279,9 @@ def _measure(seconds: float, warmup: float, priority: int, env: dict, workdir: P
         time.sleep(warmup)
         check_executor()
         bare = subprocess.Popen([sys.executable, "-m", "mbpl_ros.bench.control_loop", "--bare",
-                                 str(seconds), str(priority), str(bare_file)], env=env,
-                                stdout=subprocess.PIPE, text=True, start_new_session=True,
-                                preexec_fn=stop_with_parent)
+                                 str(seconds), str(priority), str(bare_file)],
+                                env=child_environment(env), stdout=subprocess.PIPE, text=True,
+                                start_new_session=True)
         if bare.stdout.readline().strip() != "started":
             raise RuntimeError("the bare loop process did not start")
         t0, wall0, jiffies0 = time.monotonic(), time.time(), _cpu_jiffies()
@@ -397,9 +399,8 @@ def run(argv: list[str] | None = None) -> dict:
     probe_file = workdir / "joint_states_published.json"
     with open(workdir / "probe.log", "ab") as out:
         probe = subprocess.Popen([sys.executable, "-m", "mbpl_ros.bench.control_loop", "--probe",
-                                  str(probe_file)], env=env, stdout=out,
-                                 stderr=subprocess.STDOUT, start_new_session=True,
-                                 preexec_fn=stop_with_parent)
+                                  str(probe_file)], env=child_environment(env), stdout=out,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
         report, bare_report, window = _measure(args.seconds, args.warmup, args.priority, env,
                                                workdir, executor_params)
@@ -472,8 +473,8 @@ def run(argv: list[str] | None = None) -> dict:
     split = missed_split
     print(f"missed deadlines in stalls both loops saw: executor {split['executor_in_shared']}, "
           f"bare {split['bare_in_shared']}; in stalls of one loop only: executor "
-          f"{split['executor_own']} ({split['executor_own_bursts']} bursts), bare "
-          f"{split['bare_own']} ({split['bare_own_bursts']} bursts)")
+          f"{split['executor_own']} (bursts: {split['executor_own_bursts']}), bare "
+          f"{split['bare_own']} (bursts: {split['bare_own_bursts']})")
     print(f"missed-tick ratio {missed_ratio:.2f}, 95 % interval {ratio_low:.2f}-{ratio_high:.2f} "
           f"(paired 1 s blocks, bootstrap): {verdict}")
     _plot(args.png, latency_us, executor, bare, missed_at, window["t0"])

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from mbpl_ros.processes import stop_with_parent
+from mbpl_ros.processes import child_environment
 from mbpl_sim.benchmark import measure_backend
 
 BACKENDS = ("mujoco", "pybullet")
@@ -25,8 +25,8 @@ def measure_joint_states_hz(seconds: float, backend: str = "mujoco") -> float:
     env = dict(os.environ, ROS_DOMAIN_ID=os.environ.get("ROS_DOMAIN_ID", "77"))
     cmd = [sys.executable, "-m", "mbpl_ros.nodes.sim_bridge", "--ros-args",
            "-p", "mode:=realtime", "-p", f"backend:={backend}"]
-    bridge = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              preexec_fn=stop_with_parent)
+    bridge = subprocess.Popen(cmd, env=child_environment(env), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     os.environ["ROS_DOMAIN_ID"] = env["ROS_DOMAIN_ID"]
     context = rclpy.context.Context()
     rclpy.init(context=context)

@@ -93,6 +93,7 @@ from mbpl_ros.core.controllers import LinearGaussianController, smoothed_noise
 from mbpl_ros.core.lqr_flm import LQRFLM, LQRFLMConfig
 from mbpl_ros.core.samples import SampleBatch
 from mbpl_ros.nodes.parameters import declare_parameters
+from mbpl_ros.processes import stop_with_parent
 from mbpl_ros.recording import BagWriter, read_messages
 from mbpl_ros.training.config import InitialControllerConfig, TrainConfig
 from mbpl_ros.training.direct import (
@@ -1048,7 +1049,8 @@ def _rate(evals: list[Evaluation]) -> float | None:
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
+    rclpy.init(args=args)  # its SIGINT handler: shutdown, as the parent's death signal asks
+    stop_with_parent()
     node = None
     code = 0
     executor = MultiThreadedExecutor(num_threads=4)

@@ -11,6 +11,7 @@ import rclpy
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
+from mbpl_ros.processes import stop_with_parent
 from mbpl_ros.realtime import try_realtime_priority
 
 
@@ -40,6 +41,7 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> No
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
+    stop_with_parent()
     node = None
     try:
         node = make_node()

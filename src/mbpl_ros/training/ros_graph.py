@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from mbpl_ros.processes import stop_with_parent
+from mbpl_ros.processes import child_environment
 from mbpl_ros.training.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -226,8 +226,8 @@ class Graph:
         log_path = self.out / "logs" / f"{label}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                    start_new_session=True, preexec_fn=stop_with_parent)
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                    env=child_environment(self.env), start_new_session=True)
         handle = NodeProcess(node, namespace, proc, log_path)
         self.processes.append(handle)
         return handle
