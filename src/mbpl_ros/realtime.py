@@ -205,15 +205,32 @@ class DeadlineLoop:
         missed over the same window: those of ticks that started more than a period late, and
         those skipped after an overrunning tick. Comparing when two loops missed, rather than
         how often, tells a stall they shared from one that hit only one of them."""
+        late, skipped_after_late, overrun = self._missed(recent)
+        return np.sort(np.concatenate([late, skipped_after_late, overrun]))
+
+    def overrun_deadlines(self, recent: int | None = None) -> np.ndarray:
+        """The missed deadlines (as :meth:`missed_deadlines`) lost to a tick's own work: skipped
+        after a tick that had started on time (less than a period late) and ran past the next
+        deadline but one. The rest were lost to a late wake-up: a stall, or the CPU busy with
+        something else."""
+        return np.sort(self._missed(recent)[2])
+
+    def _missed(self, recent: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(late ticks' deadlines, deadlines skipped after a late tick, skipped after an on-time
+        tick), s."""
         window = self._window(recent)
         deadlines = self._deadline[window]
-        late = deadlines[self._lateness[window] > self.period_s]
+        started_late = self._lateness[window] > self.period_s
         skipped_after = self._skipped_after[window]
-        # Tick at deadline d then skipping k: deadlines d + period, ..., d + k * period.
-        starts = np.repeat(deadlines, skipped_after)
-        offsets = np.concatenate([np.arange(1, k + 1) for k in skipped_after[skipped_after > 0]]
-                                 or [np.zeros(0)])
-        return np.sort(np.concatenate([late, starts + offsets * self.period_s]))
+
+        def skipped(ticks: np.ndarray) -> np.ndarray:
+            # Tick at deadline d then skipping k: deadlines d + period, ..., d + k * period.
+            counts = np.where(ticks, skipped_after, 0)
+            offsets = np.concatenate([np.arange(1, k + 1) for k in counts[counts > 0]]
+                                     or [np.zeros(0)])
+            return np.repeat(deadlines, counts) + offsets * self.period_s
+
+        return deadlines[started_late], skipped(started_late), skipped(~started_late)
 
     def stats(self, recent: int | None = None) -> LatenessStats:
         """Statistics over the history window, or over its ``recent`` newest ticks only (cheap

@@ -70,8 +70,12 @@ def test_stalls_both_loops_saw_are_told_from_each_loops_own():
     near = np.array([60.0])  # within the tolerance of the bare loop's 60.0025: shared
     split = shared_and_own_misses(
         np.concatenate([shared_stall_executor, executor_own, executor_lone, near]),
-        np.concatenate([shared_stall_bare, bare_own, [60.0025]]))
+        np.concatenate([shared_stall_bare, bare_own, [60.0025]]),
+        # overruns: the executor's own burst of 2 and one deadline of the shared stall
+        executor_overruns=np.concatenate([executor_own, [10.001]]), bare_overruns=[])
     assert split == {"executor_in_shared": 5, "bare_in_shared": 4, "executor_own": 3,
-                     "bare_own": 4, "executor_own_bursts": 2, "bare_own_bursts": 2}
+                     "bare_own": 4, "executor_own_bursts": 2, "bare_own_bursts": 2,
+                     "executor_own_overrun": 2, "bare_own_overrun": 0}
     empty = shared_and_own_misses(np.zeros(0), np.array([1.0]))
     assert (empty["bare_own"], empty["executor_own"], empty["bare_in_shared"]) == (1, 0, 0)
+    assert empty["bare_own_bursts"] == 1 and empty["executor_own_bursts"] == 0

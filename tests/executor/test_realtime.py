@@ -151,3 +151,15 @@ def test_missed_deadlines_are_the_ones_the_stats_count_and_lie_at_the_overrun():
     # they sit on the loop's grid: whole periods apart
     gaps = np.diff(missed[inside]) / 0.001
     np.testing.assert_allclose(gaps, np.round(gaps), atol=1e-6)
+    # and were lost to the tick's own work, not to a late wake-up
+    assert set(missed[inside]) <= set(loop.overrun_deadlines())
+
+
+def test_deadlines_lost_to_a_late_start_are_not_counted_as_overruns():
+    loop = DeadlineLoop(0.001, history=100)
+    first = time.perf_counter() - 0.0055  # the first tick starts 5.5 ms late, as after a stall
+    loop.run(lambda i: True, threading.Event(), max_ticks=10, first_deadline=first)
+    missed = loop.missed_deadlines()
+    lost_to_the_start = missed[missed < first + 0.006]
+    assert lost_to_the_start.size >= 5  # the late tick's own deadline and those it skipped
+    assert not set(lost_to_the_start) & set(loop.overrun_deadlines())

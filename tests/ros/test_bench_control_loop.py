@@ -32,6 +32,7 @@ def test_control_loop_bench_reports_both_loops_and_the_latency(tmp_path, capsys)
     split = result["missed_split"]
     for loop in ("executor", "bare"):
         assert split[f"{loop}_in_shared"] + split[f"{loop}_own"] == result[loop]["missed"]
+        assert 0 <= split[f"{loop}_own_overrun"] <= split[f"{loop}_own"]
     ratio = result["missed_ratio"]
     assert ratio["ratio"] == result["executor"]["missed"] / max(result["bare"]["missed"], 1)
     low, high = ratio["ci95"]

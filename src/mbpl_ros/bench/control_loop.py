@@ -45,7 +45,8 @@ Figures:
     says little; the interval says whether the run had enough misses to decide.
   * missed_split: the missed deadlines in stalls both loops saw (the machine's) and in stalls
     only one loop saw (its own work, or its own CPU stalled), with the number of such own
-    bursts (``shared_and_own_misses``).
+    bursts and how many of the own misses followed a tick that had started on time and overran
+    (``shared_and_own_misses``; the rest were late wake-ups).
 Also saves a PNG (latency histogram, lateness percentiles, and when each loop missed its
 deadlines) and prints its path.
 """
@@ -115,7 +116,8 @@ def _bare_loop(seconds: float, priority: int, out: Path) -> None:
     stats = loop.stats().as_dict()
     out.write_text(json.dumps({"stats": {k: stats[k] for k in LOOP_KEYS},
                                "sched_fifo": bool(granted and granted[0]),
-                               "missed_at": loop.missed_deadlines().tolist()}))
+                               "missed_at": loop.missed_deadlines().tolist(),
+                               "overrun_at": loop.overrun_deadlines().tolist()}))
 
 
 def _window_cpu(cpu_log: list, t0: float, t1: float) -> tuple[float, float]:
@@ -159,37 +161,44 @@ def missed_ratio_interval(executor_missed: np.ndarray, bare_missed: np.ndarray, 
 
 
 def _bursts(missed: np.ndarray, gap: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(first, last, count) of each run of missed deadlines no more than ``gap`` apart."""
+    """(first, last, index of the burst of each miss) of the runs of missed deadlines no more
+    than ``gap`` apart."""
     if missed.size == 0:
         return np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64)
     starts = np.concatenate([[0], np.nonzero(np.diff(missed) > gap)[0] + 1])
     ends = np.concatenate([starts[1:], [missed.size]])
-    return missed[starts], missed[ends - 1], ends - starts
+    return missed[starts], missed[ends - 1], np.repeat(np.arange(starts.size), ends - starts)
 
 
 def shared_and_own_misses(executor_missed: np.ndarray, bare_missed: np.ndarray,
-                          period_s: float = 0.001, tolerance_s: float = 0.003) -> dict:
-    """Split two loops' missed deadlines (one clock, s) into the stalls both saw and those only
-    one saw. A burst of missed deadlines (consecutive ones at most 1.5 periods apart) is shared
-    when a burst of the other loop lies within ``tolerance_s`` of it. Shared stalls are the
-    machine's; a loop's own bursts are its own work or its own CPU's stalls, which is where an
-    executor that misses more than a bare loop differs from it."""
-    executor, bare = (_bursts(np.asarray(m), 1.5 * period_s)
-                      for m in (executor_missed, bare_missed))
+                          executor_overruns: np.ndarray | tuple = (),
+                          bare_overruns: np.ndarray | tuple = (), period_s: float = 0.001,
+                          tolerance_s: float = 0.003) -> dict:
+    """Split two loops' missed deadlines (one clock, s, ascending) into the stalls both saw and
+    those only one saw. A burst of missed deadlines (consecutive ones at most 1.5 periods apart)
+    is shared when a burst of the other loop lies within ``tolerance_s`` of it. Shared stalls are
+    the machine's; a loop's own bursts are its own work or its own CPU's stalls, which is where an
+    executor that misses more than a bare loop differs from it. Of each loop's own misses, those
+    among its ``*_overruns`` (``DeadlineLoop.overrun_deadlines``) were lost to its tick's work,
+    the rest to late wake-ups."""
+    missed = [np.asarray(m, dtype=float) for m in (executor_missed, bare_missed)]
+    executor, bare = (_bursts(m, 1.5 * period_s) for m in missed)
 
-    def shared(mine, theirs) -> np.ndarray:
-        return np.any((theirs[0][None, :] <= mine[1][:, None] + tolerance_s)
-                      & (theirs[1][None, :] >= mine[0][:, None] - tolerance_s), axis=1)
+    def own(mine, theirs) -> np.ndarray:
+        shared = np.any((theirs[0][None, :] <= mine[1][:, None] + tolerance_s)
+                        & (theirs[1][None, :] >= mine[0][:, None] - tolerance_s), axis=1)
+        return ~shared[mine[2]] if mine[2].size else np.zeros(0, dtype=bool)
 
-    executor_shared, bare_shared = shared(executor, bare), shared(bare, executor)
-    return {
-        "executor_in_shared": int(executor[2][executor_shared].sum()),
-        "bare_in_shared": int(bare[2][bare_shared].sum()),
-        "executor_own": int(executor[2][~executor_shared].sum()),
-        "bare_own": int(bare[2][~bare_shared].sum()),
-        "executor_own_bursts": int(np.count_nonzero(~executor_shared)),
-        "bare_own_bursts": int(np.count_nonzero(~bare_shared)),
-    }
+    split = {}
+    for name, times, mine, theirs, overruns in (
+            ("executor", missed[0], executor, bare, executor_overruns),
+            ("bare", missed[1], bare, executor, bare_overruns)):
+        is_own = own(mine, theirs)
+        split[f"{name}_in_shared"] = int(np.count_nonzero(~is_own))
+        split[f"{name}_own"] = int(np.count_nonzero(is_own))
+        split[f"{name}_own_bursts"] = int(np.unique(mine[2][is_own]).size)
+        split[f"{name}_own_overrun"] = int(np.count_nonzero(np.isin(times[is_own], overruns)))
+    return split
 
 
 def _cpu_jiffies() -> tuple[int, int] | None:
@@ -424,7 +433,8 @@ def run(argv: list[str] | None = None) -> dict:
     ratio_low, ratio_high = missed_ratio_interval(*missed_at.values(), window["t0"],
                                                   window["t1"])
     missed_ratio = executor["missed"] / max(bare["missed"], 1)
-    missed_split = shared_and_own_misses(*missed_at.values())
+    missed_split = shared_and_own_misses(*missed_at.values(), report["overrun_at"],
+                                         bare_report["overrun_at"])
     p50, p99 = (np.percentile(latency_us, [50, 99]) if latency_us.size
                 else (float("nan"), float("nan")))
     result = {
@@ -473,8 +483,9 @@ def run(argv: list[str] | None = None) -> dict:
     split = missed_split
     print(f"missed deadlines in stalls both loops saw: executor {split['executor_in_shared']}, "
           f"bare {split['bare_in_shared']}; in stalls of one loop only: executor "
-          f"{split['executor_own']} (bursts: {split['executor_own_bursts']}), bare "
-          f"{split['bare_own']} (bursts: {split['bare_own_bursts']})")
+          f"{split['executor_own']} (bursts: {split['executor_own_bursts']}; after a tick that "
+          f"overran: {split['executor_own_overrun']}), bare {split['bare_own']} (bursts: "
+          f"{split['bare_own_bursts']}; overran: {split['bare_own_overrun']})")
     print(f"missed-tick ratio {missed_ratio:.2f}, 95 % interval {ratio_low:.2f}-{ratio_high:.2f} "
           f"(paired 1 s blocks, bootstrap): {verdict}")
     _plot(args.png, latency_us, executor, bare, missed_at, window["t0"])

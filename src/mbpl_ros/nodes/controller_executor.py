@@ -1071,7 +1071,8 @@ class ControllerExecutor(Node):
         """Loop statistics and, for each state the loop used, its header stamp (ns) and the wall
         time (time.time(), s) at which the first command computed from it was published; the CPU
         log holds (monotonic s, loop-thread CPU s, process CPU s) about once a second;
-        ``missed_at``: the deadlines the loop missed (monotonic s)."""
+        ``missed_at``: the deadlines the loop missed (monotonic s), ``overrun_at`` those of them
+        lost to a tick's own work."""
         n = min(self._latency_count, self._latency_time.size)
         order = np.argsort(self._latency_time[:n], kind="stable")
         return {
@@ -1081,6 +1082,7 @@ class ControllerExecutor(Node):
             "loop_ticks": self.loop_ticks,
             "lateness": None if self.lockstep else self._loop.stats().as_dict(),
             "missed_at": [] if self.lockstep else self._loop.missed_deadlines().tolist(),
+            "overrun_at": [] if self.lockstep else self._loop.overrun_deadlines().tolist(),
             "publish_us": self._publish_percentiles(),
             "cpu_log": self._cpu_log,
             "command_state_stamp_ns": self._latency_stamp_ns[:n][order].tolist(),
