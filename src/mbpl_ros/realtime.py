@@ -178,11 +178,12 @@ class DeadlineLoop:
             slot = self._count % self._lateness.size
             self._lateness[slot] = now - deadline
             self._deadline[slot] = deadline
+            self._skipped_after[slot] = 0  # the slot may hold an older tick's (ring wrapped)
             self._count += 1
-            if not tick(i):
-                break
+            keep_going = tick(i)
             self._work[slot] = perf() - now
-            self._skipped_after[slot] = 0
+            if not keep_going:
+                break
             i += 1
             deadline += period
             # A loop that fell more than one period behind restarts its grid at now instead of

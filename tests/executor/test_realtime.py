@@ -163,3 +163,20 @@ def test_deadlines_lost_to_a_late_start_are_not_counted_as_overruns():
     lost_to_the_start = missed[missed < first + 0.006]
     assert lost_to_the_start.size >= 5  # the late tick's own deadline and those it skipped
     assert not set(lost_to_the_start) & set(loop.overrun_deadlines())
+
+
+def test_a_last_tick_after_the_ring_wrapped_keeps_no_older_ticks_skips():
+    loop = DeadlineLoop(0.001, history=10)
+
+    def tick(i: int) -> bool:
+        if i == 3:
+            time.sleep(0.0045)  # skips deadlines; its slot comes round again at tick 13
+        return i < 13  # tick 13 ends the run in that slot
+
+    loop.run(tick, threading.Event())
+    assert loop.stats().ticks == 10  # ticks 4..13
+    # Tick 3's overrun is outside the history now; its skips must not linger in the slot that
+    # tick 13 took over: no deadline after the last tick's can have been missed.
+    last_deadline = loop._deadline.max()
+    assert not (loop.missed_deadlines() > last_deadline).any()
+    assert loop.missed_deadlines().size == loop.stats().missed
