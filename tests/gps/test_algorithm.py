@@ -403,3 +403,28 @@ def test_mdgps_resumes_a_checkpoint_from_before_the_own_reference_fallback():
                for algo in runs]
     np.testing.assert_array_equal(reports[1].step_mult, reports[0].step_mult)
     assert np.isfinite(reports[1].predicted_improvement).all()
+
+
+def test_badmm_evaluates_the_policy_at_the_samples_no_more_often_than_mdgps():
+    """BADMM's dual step reuses the policy's actions from the linearisation: on a visuomotor
+    policy each evaluation is a pass of the network over every sample's image."""
+    calls = {}
+    for algorithm in (MDGPS, BADMM):
+        rng, system, cost, x0s, zero = _problem(2)
+        policy = make_policy(SPEC, dU, hidden=(8,), seed=0)
+        config = GPSConfig(policy_opt=PolicyOptConfig(steps=5), first_policy_steps=5)
+        algo = algorithm(config, dX, dU, T, [zero] * 3, policy)
+        evaluate, count = policy.mean_actions, [0]
+
+        def counted(*args, evaluate=evaluate, count=count, **kwargs):
+            count[0] += 1
+            return evaluate(*args, **kwargs)
+
+        policy.mean_actions = counted
+        for _ in range(2):  # the second iteration takes BADMM's dual step
+            batches = [collect(system, c, x0, N, rng)
+                       for c, x0 in zip(algo.controllers, x0s, strict=True)]
+            count[0] = 0
+            algo.iteration(batches, [Observations(b.X) for b in batches], cost)
+        calls[algorithm.name] = count[0]
+    assert calls["badmm"] == calls["mdgps"] > 0, calls

@@ -310,9 +310,10 @@ class _GPS:
     def _policy_outputs(self, obs: Observations) -> np.ndarray:
         return self.policy.mean_actions(obs.obs, obs.images)
 
-    def _linearize(self, batches: Sequence[SampleBatch],
-                   observations: Sequence[Observations]) -> list[LinearGaussianController]:
-        """pi_hat per condition around this iteration's samples (prior over kept samples)."""
+    def _linearize(self, batches: Sequence[SampleBatch], observations: Sequence[Observations]
+                   ) -> tuple[list[LinearGaussianController], list[np.ndarray]]:
+        """pi_hat per condition around this iteration's samples (prior over kept samples), and
+        the policy's mean actions at those samples (N, T, dU) per condition."""
         cap = self.config.policy_prior.max_samples
         for m, (b, o) in enumerate(zip(batches, observations, strict=True)):
             if m in self._kept:
@@ -326,13 +327,11 @@ class _GPS:
         kept_mu = {m: self._policy_outputs(o) for m, (_, o) in self._kept.items()}
         self.policy_prior.refresh([self._kept[m][0] for m in sorted(self._kept)],
                                   [kept_mu[m] for m in sorted(self._kept)])
-        lins = []
-        for m, b in enumerate(batches):
-            n = b.N
-            lins.append(linearize_policy(b.X, kept_mu[m][-n:], self.policy.covar,
-                                         self.policy_prior,
-                                         self.config.lqr.dynamics_regularization))
-        return lins
+        pol_mu = [kept_mu[m][-b.N:] for m, b in enumerate(batches)]
+        lins = [linearize_policy(b.X, mu, self.policy.covar, self.policy_prior,
+                                 self.config.lqr.dynamics_regularization)
+                for b, mu in zip(batches, pol_mu, strict=True)]
+        return lins, pol_mu
 
     def _fit_initial_policy(self, batches: Sequence[SampleBatch],
                             observations: Sequence[Observations]) -> float:
@@ -410,8 +409,8 @@ class _GPS:
             start = time.perf_counter()
             dynamics, quad, mean_cost = self._fit_models(batches, costs, dynamics)
             policy_s = self._fit_initial_policy(batches, observations)
-            lins = self._linearize(batches, observations)
-            self._before_c_step(batches, observations, lins, dynamics)
+            lins, pol_mu = self._linearize(batches, observations)
+            self._before_c_step(batches, pol_mu, lins, dynamics)
             fit_done = time.perf_counter()
             reference = self._trust_region_reference(lins, dynamics)
             ref = StackedControllers.of(reference)
@@ -443,11 +442,11 @@ class _GPS:
         self._iteration += 1
         return report
 
-    def _before_c_step(self, batches: Sequence[SampleBatch],
-                       observations: Sequence[Observations],
+    def _before_c_step(self, batches: Sequence[SampleBatch], pol_mu: list[np.ndarray],
                        lins: list[LinearGaussianController],
                        dynamics: list[LinearGaussianDynamics]) -> None:
-        """Variant hook after the policy linearisation (BADMM: the dual step)."""
+        """Variant hook after the policy linearisation, given the policy's mean actions at the
+        samples (BADMM: the dual step)."""
 
     def _trust_region_reference(self, lins: list[LinearGaussianController],
                                 dynamics: list[LinearGaussianDynamics]
@@ -675,11 +674,9 @@ class BADMM(_GPS):
         self.nu = np.clip(self.nu * factor, cfg.min_policy_weight, cfg.max_policy_weight)
         return kl
 
-    def _before_c_step(self, batches: Sequence[SampleBatch],
-                       observations: Sequence[Observations],
+    def _before_c_step(self, batches: Sequence[SampleBatch], pol_mu: list[np.ndarray],
                        lins: list[LinearGaussianController],
                        dynamics: list[LinearGaussianDynamics]) -> None:
-        pol_mu = [self._policy_outputs(o) for o in observations]
         if self._iteration > 0:
             self._dual_step(batches, pol_mu)
         self._coupling = policy_action_reference(self._controllers, batches, pol_mu,
