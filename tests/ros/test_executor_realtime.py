@@ -15,6 +15,7 @@ from ros_helpers import call_service, spin_until, thread_schedules
 from sensor_msgs.msg import JointState
 from test_executor import Arm, Client, Graph, goal_for, policy_goal, save_test_policy, stamp
 
+from mbpl_ros.bench.control_loop import thread_blocks
 from mbpl_ros.conversions import rollout_from_msg
 from mbpl_ros.realtime import realtime_permitted
 
@@ -61,6 +62,26 @@ def test_realtime_hold_commands_at_1khz_and_pd_reset_reaches_the_condition(ros_n
                          if re.fullmatch(r"dds\.(shm|udp)\.\d+", name)}
             assert reception and all(s == {(1, 80)} for s in reception.values()), reception
             assert schedules.get("dds.ev.0") == {(1, 80)}, schedules
+            # ...and the loop's 1,000 commands a second do not wake the timed-events thread
+            # (~1,100 wake-ups a second before nack_supression_duration; ~20 with it)
+            before, start = thread_blocks(graph.executor.pid), time.monotonic()
+            spin_until(ros_node, lambda: False, 2.0)
+            after, seconds = thread_blocks(graph.executor.pid), time.monotonic() - start
+            events_per_s = (after["dds.ev"] - before["dds.ev"]) / seconds
+            loop_per_s = (after["python"] - before["python"]) / seconds
+            print(f"executor's timed-events thread woken {events_per_s:.0f}/s, its Python "
+                  f"threads (the 1 kHz loop sleeps once per tick) {loop_per_s:.0f}/s")
+            assert events_per_s < 300 < loop_per_s
+        # In real time the loop's state reader is best-effort (no acknowledgements to wake the
+        # executor's DDS threads); the estimator's reliable writer serves it all the same.
+        def executor_state_readers() -> list:
+            return [info for info in ros_node.get_subscriptions_info_by_topic("/state")
+                    if info.node_name == "controller_executor_state_reader"]
+
+        assert spin_until(ros_node, lambda: bool(executor_state_readers()), 30), \
+            "the executor's state reader is not in the DDS graph"
+        assert [info.qos_profile.reliability for info in executor_state_readers()] == \
+            [ReliabilityPolicy.BEST_EFFORT]
         states: list[ArmState] = []
         probe = ros_node.create_subscription(ArmState, "state", lambda m: states.__setitem__(
             slice(None), [m]), QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))

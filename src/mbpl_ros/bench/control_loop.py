@@ -47,6 +47,10 @@ Figures:
     only one loop saw (its own work, or its own CPU stalled), with the number of such own
     bursts and how many of the own misses followed a tick that had started on time and overran
     (``shared_and_own_misses``; the rest were late wake-ups).
+  * executor_thread_wakeups_per_s: how often the executor's threads blocked and were woken
+    again, per second of the window, by thread name (``thread_blocks``): the loop sleeps once
+    per tick; each wake-up of a Fast DDS thread ("dds.ev" timed events, "dds.shm"/"dds.udp"
+    reception) is one more chance for the loop to meet it on a lock or on the other CPU.
 Also saves a PNG (latency histogram, lateness percentiles, and when each loop missed its
 deadlines) and prints its path.
 """
@@ -211,6 +215,23 @@ def _cpu_jiffies() -> tuple[int, int] | None:
     return (fields[7], sum(fields[:8])) if len(fields) >= 8 else None
 
 
+def thread_blocks(pid: int) -> dict[str, int]:
+    """How many times the threads of process ``pid`` have blocked so far (voluntary context
+    switches, each followed by a wake-up), summed by thread name without its trailing number
+    ("dds.shm.7411" -> "dds.shm"). Threads that end while being read are left out."""
+    counts: dict[str, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            status = (task / "status").read_text()
+        except OSError:
+            continue
+        blocked = int(status.split("\nvoluntary_ctxt_switches:", 1)[1].split()[0])
+        kind = name.rstrip("0123456789").rstrip(".") or name
+        counts[kind] = counts.get(kind, 0) + blocked
+    return counts
+
+
 def _probe(path: Path) -> None:
     """Probe process: record each joint state's header stamp (ns) and its DDS source timestamp
     (the bridge's publish time, wall clock, s) until SIGINT/SIGTERM, then write them to ``path``
@@ -294,8 +315,10 @@ def _measure(seconds: float, warmup: float, priority: int, env: dict, workdir: P
         if bare.stdout.readline().strip() != "started":
             raise RuntimeError("the bare loop process did not start")
         t0, wall0, jiffies0 = time.monotonic(), time.time(), _cpu_jiffies()
+        blocks0 = thread_blocks(executor.pid)
         if bare.wait() != 0:
             raise RuntimeError(f"the bare loop process failed (exit {bare.returncode})")
+        blocks1 = thread_blocks(executor.pid)
         t1, wall1, jiffies1 = time.monotonic(), time.time(), _cpu_jiffies()
         check_executor()
     finally:
@@ -308,6 +331,8 @@ def _measure(seconds: float, warmup: float, priority: int, env: dict, workdir: P
         steal = (jiffies1[0] - jiffies0[0]) / (jiffies1[1] - jiffies0[1])
     return report, json.loads(bare_file.read_text()), {
         "t0": t0, "t1": t1, "wall0": wall0, "wall1": wall1, "steal": steal,
+        "wakeups_per_s": {kind: (blocks1[kind] - blocks0.get(kind, 0)) / (t1 - t0)
+                          for kind in sorted(blocks1)},
         "dds_profile": executor_env.get("FASTDDS_DEFAULT_PROFILES_FILE")}
 
 
@@ -449,6 +474,7 @@ def run(argv: list[str] | None = None) -> dict:
                          "block_s": 1.0},
         "missed_split": split,
         "executor_dds_profile": window["dds_profile"],
+        "executor_thread_wakeups_per_s": window["wakeups_per_s"],
     }
     for name, stats in (("executor", executor), ("bare", bare)):
         print(f"{name:>8}: {stats['ticks']} ticks, {stats['missed']} missed, lateness p50 "
@@ -460,6 +486,9 @@ def run(argv: list[str] | None = None) -> dict:
     print(f"executor: loop thread {loop_cpu:.0%} of a core, whole process {process_cpu:.0%}; "
           f"SCHED_FIFO executor {report['sched_fifo']}, bare {bare_fifo}; Fast DDS profile "
           f"{window['dds_profile'] or 'none (default threads)'}")
+    print("executor's threads woken per second, by name: " + ", ".join(
+        f"{kind} {rate:.0f}" for kind, rate in window["wakeups_per_s"].items() if rate >= 1)
+        + " (\"python\": the loop, the ROS thread and the policy loader together)")
     print(f"CPU time taken by the hypervisor (steal) while both loops ran: {window['steal']:.1%} "
           "(it stalls whichever loop's virtual CPU it hits, often for milliseconds)")
     print(f"state -> command: p50 {p50:.0f} µs, p99 {p99:.0f} µs over {latency_us.size} states "

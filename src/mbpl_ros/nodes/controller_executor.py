@@ -22,8 +22,8 @@ Action:   ~/run_trial (RunTrial).
 Threads: the control loop runs in its own thread (real time: DeadlineLoop at loop_rate_hz,
 SCHED_FIFO when permitted, a command published every tick; lockstep: woken by each new ArmState).
 In real time the loop takes the newest state itself at the start of each tick, as serialized bytes
-read straight into numpy (:mod:`mbpl_ros.cdr`), from a keep-last(1) subscription that no executor
-spins, and publishes the command as bytes: a callback thread receiving 1000 states a second
+read straight into numpy (:mod:`mbpl_ros.cdr`), from a best-effort keep-last(1) subscription that no
+executor spins, and publishes the command as bytes: a callback thread receiving 1000 states a second
 competed with the loop for the Python interpreter, and rclpy's message conversion costs ~60 µs a
 message each way here (the README has the measurements). In lockstep the state callback writes
 the latest-value slot and wakes the loop. Callbacks queue requests for the loop (deque appends)
@@ -124,7 +124,7 @@ from mbpl_ros.executor import (
 from mbpl_ros.nodes.executor_camera import ExecutorCamera, StateFields
 from mbpl_ros.nodes.parameters import arm_description, declare_parameters
 from mbpl_ros.nodes.run import run_node
-from mbpl_ros.nodes.state_estimator import STATE_QOS, TARGET_QOS
+from mbpl_ros.nodes.state_estimator import REALTIME_STATE_QOS, STATE_QOS, TARGET_QOS
 from mbpl_ros.realtime import (
     DeadlineLoop,
     LatenessStats,
@@ -278,7 +278,7 @@ class ControllerExecutor(Node):
             self._state_reader = Node(f"{self.get_name()}_state_reader",
                                       namespace=self.get_namespace(), context=self.context)
             self._state_sub = self._state_reader.create_subscription(
-                ArmState, "state", lambda _: None, STATE_QOS)
+                ArmState, "state", lambda _: None, REALTIME_STATE_QOS)
         self.create_service(Trigger, "~/estop", self._on_estop, callback_group=group)
         self.create_service(Trigger, "~/release", self._on_release, callback_group=group)
         self.create_service(Trigger, "~/hold", self._on_hold, callback_group=group)

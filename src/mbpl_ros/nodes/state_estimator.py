@@ -37,6 +37,10 @@ STATE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 """QoS of joint_states, state and commands: only the newest message matters to a 1 kHz loop, so
 a slow reader skips to it instead of working through a backlog (depth 1); reliable, because in
 lockstep exactly one message is in flight and it must not be lost."""
+REALTIME_STATE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+"""QoS of a real-time controller_executor's state reader: as sensor data, a lost state is
+superseded within a period, and a reliable reader's acknowledgements woke the executor's Fast DDS
+threads ~400 times a second more (README, "Benchmarks"). Matches the estimator's reliable writer."""
 TARGET_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
 """QoS of target: a late subscriber still gets the current target."""
