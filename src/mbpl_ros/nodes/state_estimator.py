@@ -39,8 +39,9 @@ a slow reader skips to it instead of working through a backlog (depth 1); reliab
 lockstep exactly one message is in flight and it must not be lost."""
 REALTIME_STATE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
 """QoS of a real-time controller_executor's state reader: as sensor data, a lost state is
-superseded within a period, and a reliable reader's acknowledgements woke the executor's Fast DDS
-threads ~400 times a second more (README, "Benchmarks"). Matches the estimator's reliable writer."""
+superseded within a period, and a reliable reader's acknowledgements woke the timed-events threads
+of the executor and the estimator ~400 and ~1,100 times a second more
+(docs/control_loop_history.md, fourteenth session). Matches the estimator's reliable writer."""
 TARGET_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
 """QoS of target: a late subscriber still gets the current target."""
