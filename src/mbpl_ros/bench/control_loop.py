@@ -52,7 +52,7 @@ Figures:
     per tick; each wake-up of a Fast DDS thread ("dds.ev" timed events, "dds.shm"/"dds.udp"
     reception) is one more chance for the loop to meet it on a lock or on the other CPU.
 Also saves a PNG (latency histogram, lateness percentiles, and when each loop missed its
-deadlines) and prints its path.
+deadlines) next to the run's logs, or where ``--png`` says, and prints its path.
 """
 
 from __future__ import annotations
@@ -408,7 +408,8 @@ def run(argv: list[str] | None = None) -> dict:
                         help="SCHED_FIFO priority asked for both loops (0: none)")
     parser.add_argument("--estimator-priority", type=int, default=70,
                         help="SCHED_FIFO priority of the estimator's thread (0: none)")
-    parser.add_argument("--png", type=Path, default=Path("control_loop_latency.png"))
+    parser.add_argument("--png", type=Path, default=None,
+                        help="where to save the plots (default: the run's log directory)")
     parser.add_argument("--executor-param", action="append", default=[],
                         metavar="KEY:=VALUE", help="extra controller_executor parameter")
     args = parser.parse_args(argv or [])
@@ -516,8 +517,9 @@ def run(argv: list[str] | None = None) -> dict:
           f"{split['bare_own_bursts']}; overran: {split['bare_own_overrun']})")
     print(f"missed-tick ratio {missed_ratio:.2f}, 95 % interval {ratio_low:.2f}-{ratio_high:.2f} "
           f"(paired 1 s blocks, bootstrap): {verdict}")
-    _plot(args.png, latency_us, executor, bare, missed_at, window["t0"])
-    print(f"latency histogram: {args.png.resolve()}")
+    png = args.png or workdir / "control_loop_latency.png"
+    _plot(png, latency_us, executor, bare, missed_at, window["t0"])
+    print(f"latency histogram: {png.resolve()}")
     return result
 
 
